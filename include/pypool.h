@@ -79,28 +79,30 @@ enum pypool_log_level {
 typedef void (*pypool_log_fn)(void *ud, int level, int worker_pid, const char *line);
 
 typedef struct pypool_config {
-    unsigned size;                  /* slots (default 4) */
-    const char *python;             /* interpreter; NULL: $PYPOOL_PYTHON, else the one found at build */
-    const char *module;             /* user module that registers handlers (required unless worker_argv) */
-    const char *python_path;        /* prepended to the child's PYTHONPATH (optional, ':'-separated) */
-    const char *const *worker_argv; /* custom worker command speaking the protocol (NULL-terminated) */
-    const char *const *env;         /* extra "K=V" entries for the child (NULL-terminated, optional) */
-    bool lazy;                      /* start workers on demand instead of in pypool_create */
-    int64_t startup_timeout_ms;     /* spawn -> Hello (default 10000) */
-    int64_t checkout_timeout_ms;    /* default for pypool_checkout (default 5000) */
-    int64_t call_timeout_ms;        /* default for calls: one deadline over waiting + running (30000) */
-    uint32_t max_frame_bytes;       /* largest frame either way (default 64 MiB) */
-    unsigned max_waiters;           /* 0 = unbounded; else PYPOOL_EBUSY at once when full */
-    uint64_t max_calls_per_worker;  /* 0 = never recycle; else recycle after ~N calls (+-10%) */
-    int64_t shutdown_grace_ms;      /* destroy: drain, Shutdown, SIGTERM, then SIGKILL (default 5000) */
-    pypool_log_fn log_fn;           /* NULL: lines go to stderr as "[pypool pid N] ..." */
+    unsigned size;           /* slots (default 4) */
+    const char *python;      /* interpreter; NULL: $PYPOOL_PYTHON, else the one found at build */
+    const char *module;      /* user module that registers handlers (required unless worker_argv) */
+    const char *python_path; /* prepended to the child's PYTHONPATH (optional, ':'-separated) */
+    const char *const
+        *worker_argv;            /* custom worker command speaking the protocol (NULL-terminated) */
+    const char *const *env;      /* extra "K=V" entries for the child (NULL-terminated, optional) */
+    bool lazy;                   /* start workers on demand instead of in pypool_create */
+    int64_t startup_timeout_ms;  /* spawn -> Hello (default 10000) */
+    int64_t checkout_timeout_ms; /* default for pypool_checkout (default 5000) */
+    int64_t call_timeout_ms;  /* default for calls: one deadline over waiting + running (30000) */
+    uint32_t max_frame_bytes; /* largest frame either way (default 64 MiB) */
+    unsigned max_waiters;     /* 0 = unbounded; else PYPOOL_EBUSY at once when full */
+    uint64_t max_calls_per_worker; /* 0 = never recycle; else recycle after ~N calls (+-10%) */
+    int64_t shutdown_grace_ms; /* destroy: drain, Shutdown, SIGTERM, then SIGKILL (default 5000) */
+    pypool_log_fn log_fn;      /* NULL: lines go to stderr as "[pypool pid N] ..." */
     void *log_ud;
 
     /* supervision (defaults from pypool_config_init) */
-    uint64_t max_worker_rss_bytes; /* 0 = off; else recycle a worker whose RSS exceeds it after a call */
-    int64_t idle_ping_ms;          /* 0 = off; ping a worker idle this long */
-    int64_t ping_timeout_ms;       /* a ping unanswered this long kills the worker (default 2000) */
-    int64_t leak_warn_ms;          /* 0 = off; warn when a worker is held longer (default 60000) */
+    uint64_t
+        max_worker_rss_bytes; /* 0 = off; else recycle a worker whose RSS exceeds it after a call */
+    int64_t idle_ping_ms;     /* 0 = off; ping a worker idle this long */
+    int64_t ping_timeout_ms;  /* a ping unanswered this long kills the worker (default 2000) */
+    int64_t leak_warn_ms;     /* 0 = off; warn when a worker is held longer (default 60000) */
     int64_t restart_backoff_min_ms; /* first restart delay after a crash (default 10) */
     int64_t restart_backoff_max_ms; /* cap of the doubling delay (default 5000) */
     unsigned crash_loop_starts;     /* failed starts in a row that mark a slot FAILED (default 3) */
@@ -151,8 +153,8 @@ PYPOOL_API void pypool_result_free(pypool_result *r);
  * pypool_result_free) and on failure carries error_message. A call that times out mid-flight
  * kills its worker (state unknown), which the pool restarts.
  */
-PYPOOL_API int pypool_call(pypool *p, const char *method, const void *payload, size_t len, int64_t timeout_ms,
-                pypool_result *out);
+PYPOOL_API int pypool_call(pypool *p, const char *method, const void *payload, size_t len,
+                           int64_t timeout_ms, pypool_result *out);
 
 /*
  * Like pypool_call, but on the worker that holds the session's state (ctx.session in Python),
@@ -160,8 +162,9 @@ PYPOOL_API int pypool_call(pypool *p, const char *method, const void *payload, s
  * sessions. If its worker died or was recycled, the call returns PYPOOL_ESESSION once (state
  * lost) and the next call rebinds.
  */
-PYPOOL_API int pypool_session_call(pypool *p, const char *session_id, const char *method, const void *payload,
-                        size_t len, int64_t timeout_ms, pypool_result *out);
+PYPOOL_API int pypool_session_call(pypool *p, const char *session_id, const char *method,
+                                   const void *payload, size_t len, int64_t timeout_ms,
+                                   pypool_result *out);
 
 /* Drops the session's state in its worker. PYPOOL_OK also when the session is unknown. */
 PYPOOL_API int pypool_session_close(pypool *p, const char *session_id);
@@ -170,8 +173,8 @@ PYPOOL_API int pypool_session_close(pypool *p, const char *session_id);
 PYPOOL_API int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out);
 
 /* A call on a checked-out worker. timeout_ms < 0: call_timeout_ms. */
-PYPOOL_API int pypool_worker_call(pypool_worker *w, const char *method, const void *payload, size_t len,
-                       int64_t timeout_ms, pypool_result *out);
+PYPOOL_API int pypool_worker_call(pypool_worker *w, const char *method, const void *payload,
+                                  size_t len, int64_t timeout_ms, pypool_result *out);
 
 /* Returns the worker to the pool (or to the reaper, if the call broke it). NULL-safe. */
 PYPOOL_API void pypool_checkin(pypool_worker *w);
@@ -198,8 +201,8 @@ PYPOOL_API const char *pypool_slot_state_name(int state);
 #define PYPOOL_STATS_MAX_SLOTS 64
 
 typedef struct pypool_slot_stats {
-    int state; /* enum pypool_slot_state */
-    int pid;   /* current worker process, 0 if none */
+    int state;         /* enum pypool_slot_state */
+    int pid;           /* current worker process, 0 if none */
     uint64_t calls;    /* calls served by the current worker */
     uint64_t restarts; /* workers started in this slot after the first */
 } pypool_slot_stats;

@@ -1,0 +1,19 @@
+/* call.h - request/reply on a checked-out slot (see call.c). */
+#ifndef PYPOOL_CALL_H
+#define PYPOOL_CALL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "pool.h"
+
+/* Internal: the request never reached the worker (EPIPE before any byte); safe to retry. */
+#define PYPOOL__ENOTSENT (-100)
+
+/*
+ * True if an idle worker's reply channel is not clean: it hung up (died) or wrote something
+ * nobody asked for. Such a worker must not be given a request.
+ */
+bool pypool__slot_channel_dirty(const pypool__slot *s);
+
+#endif

@@ -1,0 +1,235 @@
+/*
+ * checkout.c - handing workers to threads: the idle stack, the FIFO waiter queue and checkin.
+ *
+ * Design notes:
+ * - Everything here runs with the pool mutex held (see pool.h), except the waits themselves.
+ * - No barging: a worker released while threads wait goes straight to the longest waiter that
+ *   accepts it (a thread waiting for any worker, or for that slot: a session's). The worker
+ *   is never pushed on the idle stack in between, so a newly arriving thread cannot take it.
+ *   Invariant: the idle stack is empty whenever a thread waits for "any" worker.
+ * - The idle stack is LIFO so the most recently used worker (warm caches) serves next.
+ * - Each waiter has its own condition variable: a release wakes exactly the thread it serves.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "error.h"
+#include "pool.h"
+#include "state.h"
+#include "sync.h"
+
+static void waiter_append(pypool *p, pypool__waiter *w)
+{
+    w->next = NULL;
+    w->prev = p->wait_tail;
+    if (p->wait_tail)
+        p->wait_tail->next = w;
+    else
+        p->wait_head = w;
+    p->wait_tail = w;
+    p->nwaiters++;
+}
+
+static void waiter_unlink(pypool *p, pypool__waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        p->wait_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        p->wait_tail = w->prev;
+    w->next = w->prev = NULL;
+    p->nwaiters--;
+}
+
+void pypool__idle_remove_locked(pypool *p, pypool__slot *s)
+{
+    for (unsigned i = 0; i < p->nidle; i++) {
+        if (p->idle[i] == s->index) {
+            memmove(&p->idle[i], &p->idle[i + 1], (p->nidle - i - 1) * sizeof p->idle[0]);
+            p->nidle--;
+            return;
+        }
+    }
+}
+
+static void mark_taken(pypool *p, pypool__slot *s)
+{
+    pypool__transition(s, PYPOOL__EV_CHECKOUT);
+    p->busy++;
+    s->busy_since_ns = pypool__now_ns();
+    s->leak_warned = false;
+}
+
+void pypool__slot_release_locked(pypool *p, pypool__slot *s)
+{
+    for (pypool__waiter *w = p->wait_head; w; w = w->next) {
+        if (w->want < 0 || w->want == (int)s->index) {
+            waiter_unlink(p, w);
+            mark_taken(p, s);
+            w->granted = (int)s->index;
+            pypool__cond_signal(&w->cv);
+            return;
+        }
+    }
+    s->idle_since_ns = pypool__now_ns();
+    p->idle[p->nidle++] = s->index;
+    pypool__cond_broadcast(&p->state_cv);
+}
+
+void pypool__fail_waiters_locked(pypool *p, int slot, int err)
+{
+    pypool__waiter *w = p->wait_head;
+    while (w) {
+        pypool__waiter *next = w->next;
+        if (slot < 0 || w->want == slot) {
+            waiter_unlink(p, w);
+            w->err = err;
+            pypool__cond_signal(&w->cv);
+        }
+        w = next;
+    }
+}
+
+bool pypool__unservable_locked(const pypool *p)
+{
+    bool failed = false;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        int st = p->slots[i].state;
+        if (st == PYPOOL_SLOT_FAILED)
+            failed = true;
+        else if (st != PYPOOL_SLOT_EMPTY && st != PYPOOL_SLOT_STOPPED)
+            return false;
+    }
+    return failed;
+}
+
+/* Lazy pools: ask the reaper for as many new workers as there are threads waiting for one. */
+static bool request_starts_locked(pypool *p)
+{
+    unsigned starting = 0, want = 1;
+    for (pypool__waiter *w = p->wait_head; w; w = w->next)
+        want += w->want < 0;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        const pypool__slot *s = &p->slots[i];
+        starting +=
+            s->state == PYPOOL_SLOT_STARTING || (s->state == PYPOOL_SLOT_EMPTY && s->want_start);
+    }
+    bool asked = false;
+    for (unsigned i = 0; i < p->cfg.size && starting < want; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->state == PYPOOL_SLOT_EMPTY && !s->want_start) {
+            s->want_start = true;
+            starting++;
+            asked = true;
+        }
+    }
+    return asked;
+}
+
+/* Takes an idle worker now if the request can be served without waiting. */
+static pypool__slot *take_idle_locked(pypool *p, int want)
+{
+    if (want >= 0) {
+        pypool__slot *s = &p->slots[want];
+        if (s->state != PYPOOL_SLOT_IDLE)
+            return NULL;
+        pypool__idle_remove_locked(p, s);
+        mark_taken(p, s);
+        return s;
+    }
+    if (p->nidle == 0)
+        return NULL;
+    pypool__slot *s = &p->slots[p->idle[--p->nidle]];
+    mark_taken(p, s);
+    return s;
+}
+
+/* Queues the caller and waits for a release, an error or the deadline. */
+static int wait_locked(pypool *p, int want, int64_t deadline_ns, pypool__slot **out)
+{
+    pypool__waiter w = {.want = want, .granted = -1};
+    pypool__cond_init(&w.cv);
+    waiter_append(p, &w);
+    if (want < 0 && p->cfg.lazy && request_starts_locked(p))
+        pypool__reaper_wake_locked(p);
+    while (w.granted < 0 && w.err == 0) {
+        if (!pypool__cond_wait_until(&w.cv, &p->mu, deadline_ns))
+            break;
+    }
+    int rc = 0;
+    if (w.granted >= 0)
+        *out = &p->slots[w.granted];
+    else if (w.err)
+        rc = w.err;
+    else {
+        waiter_unlink(p, &w);
+        rc = PYPOOL_ETIMEDOUT;
+    }
+    pypool__cond_destroy(&w.cv);
+    return rc;
+}
+
+int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait, pypool__slot **out,
+                     char **why)
+{
+    *out = NULL;
+    *why = NULL;
+    pypool__lock(&p->mu);
+    int rc = 0;
+    if (p->shutting_down)
+        rc = PYPOOL_ESHUTDOWN;
+    else if ((*out = take_idle_locked(p, want)) != NULL)
+        rc = 0;
+    else if (pypool__unservable_locked(p))
+        rc = PYPOOL_ESPAWN;
+    else if (nowait)
+        rc = PYPOOL_ETIMEDOUT;
+    else if (p->cfg.max_waiters && p->nwaiters >= p->cfg.max_waiters)
+        rc = PYPOOL_EBUSY;
+    else
+        rc = wait_locked(p, want, deadline_ns, out);
+    if (rc == PYPOOL_ESPAWN && p->last_spawn_error)
+        *why = strdup(p->last_spawn_error);
+    if (rc == PYPOOL_ETIMEDOUT)
+        p->counters.timeouts++;
+    if (rc == 0)
+        (*out)->holder = pthread_self();
+    pypool__unlock(&p->mu);
+    return rc;
+}
+
+void pypool__checkin(pypool *p, pypool__slot *s, int reason)
+{
+    pypool__lock(&p->mu);
+    p->busy--;
+    p->counters.calls += s->served - s->calls;
+    s->calls = s->served;
+    p->counters.remote_errors += s->pend_remote;
+    p->counters.call_timeouts += s->pend_call_timeouts;
+    p->counters.timeouts += s->pend_call_timeouts;
+    p->counters.protocol_errors += s->pend_proto;
+    s->pend_remote = s->pend_call_timeouts = s->pend_proto = 0;
+    if (reason == PYPOOL__BREAK_NONE && s->call_limit && s->calls >= s->call_limit)
+        reason = PYPOOL__BREAK_RETIRE;
+    if (reason == PYPOOL__BREAK_NONE && p->shutting_down)
+        reason = PYPOOL__BREAK_SHUTDOWN;
+    if (reason != PYPOOL__BREAK_NONE) {
+        s->break_reason = reason;
+        pypool__transition(s, PYPOOL__EV_BREAK);
+        pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+        if (p->reaper_done)
+            pypool__slot_close_locked(p, s);
+        else
+            pypool__reaper_wake_locked(p);
+    } else {
+        pypool__transition(s, PYPOOL__EV_CHECKIN);
+        pypool__slot_release_locked(p, s);
+    }
+    if (p->shutting_down)
+        pypool__cond_broadcast(&p->state_cv);
+    pypool__unlock(&p->mu);
+}

@@ -1,0 +1,314 @@
+/*
+ * client.c - the public calling API: pypool_call, sessions, explicit checkout, results.
+ *
+ * Every entry point runs with thread cancellation disabled and holds a pool reference (see
+ * pool.h, "Lifetime"), so neither a cancelled host thread nor a concurrent destroy can leave a
+ * lock held, a worker checked out, or a thread on freed memory.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "call.h"
+#include "clock.h"
+#include "error.h"
+#include "sync.h"
+
+void pypool_result_free(pypool_result *r)
+{
+    if (!r)
+        return;
+    free(r->data);
+    free(r->error_type);
+    free(r->error_message);
+    free(r->traceback);
+    memset(r, 0, sizeof *r);
+}
+
+static void result_init(pypool_result *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+}
+
+static int result_error(pypool_result *out, int err, const char *msg)
+{
+    if (out && !out->error_message)
+        out->error_message = strdup(msg && *msg ? msg : pypool_strerror(err));
+    pypool__set_error(err, "%s", msg && *msg ? msg : pypool_strerror(err));
+    return err;
+}
+
+static int check_call_args(const pypool *p, const char *method, const void *payload, size_t len,
+                           pypool_result *out)
+{
+    if (!out)
+        return pypool__set_error(PYPOOL_EINVAL, "result pointer is NULL");
+    if (!p || !method || !*method)
+        return result_error(out, PYPOOL_EINVAL, "pool and method are required");
+    if (!payload && len)
+        return result_error(out, PYPOOL_EINVAL, "payload is NULL but len > 0");
+    if (len > p->cfg.max_frame_bytes)
+        return result_error(out, PYPOOL_EINVAL, "payload exceeds max_frame_bytes");
+    return 0;
+}
+
+/* Checkout that skips (and hands to the reaper) idle workers found dead or dirty. */
+static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, pypool__slot **out,
+                          pypool_result *res)
+{
+    for (unsigned tries = 0;; tries++) {
+        char *why = NULL;
+        int rc = pypool__checkout(p, want, deadline, nowait, out, &why);
+        if (rc) {
+            const char *msg =
+                rc == PYPOOL_ETIMEDOUT ? "no worker became free before the deadline" : why;
+            rc = result_error(res, rc, msg);
+            free(why);
+            return rc;
+        }
+        if (!pypool__slot_channel_dirty(*out))
+            return 0;
+        pypool__log(p, PYPOOL_LOG_WARN, (*out)->child.pid,
+                    "idle worker hung up or wrote unsolicited data; replacing it");
+        pypool__slot_kill(p, *out);
+        pypool__checkin(p, *out, PYPOOL__BREAK_CRASH);
+        if (want >= 0)
+            return result_error(res, PYPOOL_ESESSION, "the session's worker was lost");
+        (void)tries;
+    }
+}
+
+/* Picks the slot a new session binds to: the live worker with the fewest sessions. */
+static int pick_session_slot_locked(pypool *p)
+{
+    int best = -1;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        const pypool__slot *s = &p->slots[i];
+        bool live = s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_BUSY ||
+                    s->state == PYPOOL_SLOT_PINGING;
+        if (!live)
+            continue;
+        if (best < 0 || s->sessions < p->slots[best].sessions ||
+            (s->sessions == p->slots[best].sessions && s->state == PYPOOL_SLOT_IDLE &&
+             p->slots[best].state != PYPOOL_SLOT_IDLE))
+            best = (int)i;
+    }
+    return best;
+}
+
+/*
+ * Resolves which slot serves the session: *want = bound slot (or -1: any, bind after),
+ * PYPOOL_ESESSION once if its worker is gone.
+ */
+static int session_route(pypool *p, const char *session_id, int *want, uint64_t *gen)
+{
+    unsigned slot;
+    *want = -1;
+    pypool__lock(&p->mu);
+    int rc = 0;
+    if (pypool__session_lookup_locked(p, session_id, &slot, gen)) {
+        if (p->slots[slot].generation != *gen) {
+            pypool__session_remove_locked(p, session_id);
+            rc = PYPOOL_ESESSION;
+        } else {
+            *want = (int)slot;
+        }
+    } else {
+        *want = pick_session_slot_locked(p);
+        *gen = 0; /* bind after checkout, to whatever generation serves */
+    }
+    pypool__unlock(&p->mu);
+    return rc;
+}
+
+static int session_bind_after(pypool *p, const char *session_id, pypool__slot *s)
+{
+    unsigned slot;
+    uint64_t gen;
+    pypool__lock(&p->mu);
+    int rc = 0;
+    if (!pypool__session_lookup_locked(p, session_id, &slot, &gen))
+        rc = pypool__session_bind_locked(p, session_id, s->index, s->generation);
+    pypool__unlock(&p->mu);
+    return rc;
+}
+
+static int call_on_pool(pypool *p, const char *session_id, const char *method, const void *payload,
+                        size_t len, int64_t timeout_ms, pypool_result *out)
+{
+    int64_t call_ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
+    bool nowait = timeout_ms == 0;
+    int64_t deadline = pypool__deadline_after_ms(nowait ? p->cfg.call_timeout_ms : call_ms);
+    for (unsigned attempt = 0;; attempt++) {
+        int want = -1;
+        uint64_t gen = 0;
+        bool bound = false;
+        if (session_id) {
+            int rc = session_route(p, session_id, &want, &gen);
+            if (rc)
+                return result_error(out, rc,
+                                    "the session's worker died or was recycled; "
+                                    "its state is lost (the next call starts afresh)");
+            bound = gen != 0;
+        }
+        pypool__slot *s;
+        int rc = checkout_clean(p, want, deadline, nowait, &s, out);
+        if (rc)
+            return rc;
+        if (bound && s->generation != gen) {
+            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
+            continue; /* re-route: reports ESESSION */
+        }
+        if (session_id && !bound && session_bind_after(p, session_id, s) != 0) {
+            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
+            return result_error(out, PYPOOL_ENOMEM, "out of memory binding the session");
+        }
+        int reason;
+        rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, out, &reason);
+        if (rc == 0 && p->cfg.max_worker_rss_bytes &&
+            pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
+            reason = PYPOOL__BREAK_RETIRE;
+        pypool__checkin(p, s, reason);
+        if (rc != PYPOOL__ENOTSENT)
+            return rc;
+        if (session_id)
+            return result_error(out, PYPOOL_ESESSION, "the session's worker was lost");
+        if (attempt >= p->cfg.size)
+            return result_error(out, PYPOOL_EWORKER, "every worker tried was dead");
+    }
+}
+
+int pypool_session_call(pypool *p, const char *session_id, const char *method, const void *payload,
+                        size_t len, int64_t timeout_ms, pypool_result *out)
+{
+    result_init(out);
+    pypool__clear_error();
+    int rc = check_call_args(p, method, payload, len, out);
+    if (rc)
+        return rc;
+    if (session_id && !*session_id)
+        return result_error(out, PYPOOL_EINVAL, "session_id is empty");
+    int cancel = pypool__nocancel_begin();
+    rc = pypool__enter(p);
+    if (rc == 0) {
+        rc = call_on_pool(p, session_id, method, payload, len, timeout_ms, out);
+        pypool__leave(p);
+    } else {
+        result_error(out, rc, "the pool is shutting down");
+    }
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+int pypool_call(pypool *p, const char *method, const void *payload, size_t len, int64_t timeout_ms,
+                pypool_result *out)
+{
+    return pypool_session_call(p, NULL, method, payload, len, timeout_ms, out);
+}
+
+int pypool_session_close(pypool *p, const char *session_id)
+{
+    pypool__clear_error();
+    if (!p || !session_id || !*session_id)
+        return pypool__set_error(PYPOOL_EINVAL, "pool and session_id are required");
+    int cancel = pypool__nocancel_begin();
+    int rc = pypool__enter(p);
+    if (rc == 0) {
+        int want = -1;
+        uint64_t gen = 0;
+        rc = session_route(p, session_id, &want, &gen);
+        if (rc == 0 && gen != 0) {
+            pypool__slot *s;
+            char *why = NULL;
+            int64_t deadline = pypool__deadline_after_ms(p->cfg.checkout_timeout_ms);
+            rc = pypool__checkout(p, want, deadline, false, &s, &why);
+            free(why);
+            if (rc == 0) {
+                int reason = PYPOOL__BREAK_NONE;
+                if (s->generation == gen)
+                    pypool__slot_session_close(p, s, session_id, &reason);
+                pypool__checkin(p, s, reason);
+            }
+        }
+        pypool__lock(&p->mu);
+        pypool__session_remove_locked(p, session_id);
+        pypool__unlock(&p->mu);
+        if (rc == PYPOOL_ESESSION)
+            rc = 0; /* the state is gone, which is what was asked */
+        pypool__leave(p);
+    }
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
+{
+    pypool__clear_error();
+    if (!p || !out)
+        return pypool__set_error(PYPOOL_EINVAL, "pool and out are required");
+    *out = NULL;
+    int cancel = pypool__nocancel_begin();
+    int rc = pypool__enter(p);
+    if (rc == 0) {
+        int64_t ms = timeout_ms < 0 ? p->cfg.checkout_timeout_ms : timeout_ms;
+        pypool__slot *s;
+        rc = checkout_clean(p, -1, pypool__deadline_after_ms(ms), timeout_ms == 0, &s, NULL);
+        if (rc == 0) {
+            s->handle.pool = p;
+            s->handle.slot = s;
+            *out = &s->handle;
+            return (pypool__nocancel_end(cancel), 0); /* the reference stays until checkin */
+        }
+        pypool__leave(p);
+    }
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+int pypool_worker_call(pypool_worker *w, const char *method, const void *payload, size_t len,
+                       int64_t timeout_ms, pypool_result *out)
+{
+    result_init(out);
+    pypool__clear_error();
+    if (!w)
+        return out ? result_error(out, PYPOOL_EINVAL, "worker is NULL") : PYPOOL_EINVAL;
+    pypool *p = w->pool;
+    int rc = check_call_args(p, method, payload, len, out);
+    if (rc)
+        return rc;
+    pypool__slot *s = w->slot;
+    if (s->pending_break != PYPOOL__BREAK_NONE)
+        return result_error(out, PYPOOL_EWORKER, "this worker broke in an earlier call");
+    int cancel = pypool__nocancel_begin();
+    int64_t ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
+    int reason;
+    rc = pypool__slot_call(p, s, NULL, method, payload, len, pypool__deadline_after_ms(ms), out,
+                           &reason);
+    if (rc == PYPOOL__ENOTSENT)
+        rc = result_error(out, PYPOOL_EWORKER, "the worker died before the call");
+    s->pending_break = reason; /* a broken worker: this checkout is spent */
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+void pypool_checkin(pypool_worker *w)
+{
+    if (!w)
+        return;
+    pypool *p = w->pool;
+    pypool__slot *s = w->slot;
+    int cancel = pypool__nocancel_begin();
+    int reason = s->pending_break;
+    s->pending_break = PYPOOL__BREAK_NONE;
+    if (reason == PYPOOL__BREAK_NONE && p->cfg.max_worker_rss_bytes &&
+        pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
+        reason = PYPOOL__BREAK_RETIRE;
+    pypool__checkin(p, s, reason);
+    pypool__leave(p);
+    pypool__nocancel_end(cancel);
+}
+
+int pypool_worker_pid(const pypool_worker *w)
+{
+    return w ? (int)w->slot->child.pid : 0;
+}

@@ -1,0 +1,247 @@
+/*
+ * config.c - configuration defaults, validation, and the worker's command line and
+ * environment, built once per pool (explicit argv/envp for posix_spawn: no shell, no setenv).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "pool.h"
+
+#ifndef PYPOOL_DEFAULT_PYTHON
+#define PYPOOL_DEFAULT_PYTHON "python3"
+#endif
+
+extern char **environ;
+
+void pypool_config_init(pypool_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->size = 4;
+    cfg->startup_timeout_ms = 10000;
+    cfg->checkout_timeout_ms = 5000;
+    cfg->call_timeout_ms = 30000;
+    cfg->max_frame_bytes = 64u * 1024 * 1024;
+    cfg->shutdown_grace_ms = 5000;
+    cfg->ping_timeout_ms = 2000;
+    cfg->leak_warn_ms = 60000;
+    cfg->restart_backoff_min_ms = 10;
+    cfg->restart_backoff_max_ms = 5000;
+    cfg->crash_loop_starts = 3;
+}
+
+static int validate(const pypool_config *cfg)
+{
+    if (cfg->size == 0 || cfg->size > 4096)
+        return pypool__set_error(PYPOOL_EINVAL, "size must be 1..4096 (got %u)", cfg->size);
+    if (!cfg->worker_argv && (!cfg->module || !*cfg->module))
+        return pypool__set_error(PYPOOL_EINVAL, "module is required unless worker_argv is set");
+    if (cfg->worker_argv && !cfg->worker_argv[0])
+        return pypool__set_error(PYPOOL_EINVAL, "worker_argv is empty");
+    if (cfg->max_frame_bytes < 1024)
+        return pypool__set_error(PYPOOL_EINVAL, "max_frame_bytes must be >= 1024");
+    if (cfg->startup_timeout_ms <= 0 || cfg->ping_timeout_ms <= 0)
+        return pypool__set_error(PYPOOL_EINVAL,
+                                 "startup_timeout_ms and ping_timeout_ms must be > 0");
+    if (cfg->call_timeout_ms <= 0 || cfg->checkout_timeout_ms < 0 || cfg->shutdown_grace_ms < 0)
+        return pypool__set_error(PYPOOL_EINVAL, "timeouts must be positive");
+    if (cfg->restart_backoff_min_ms < 0 ||
+        cfg->restart_backoff_max_ms < cfg->restart_backoff_min_ms)
+        return pypool__set_error(PYPOOL_EINVAL, "restart backoff range is invalid");
+    if (cfg->crash_loop_starts == 0)
+        return pypool__set_error(PYPOOL_EINVAL, "crash_loop_starts must be >= 1");
+    return 0;
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * Where the Python runtime (package pypool + pypool_pb2.py) lives: $PYPOOL_RUNTIME_DIR, else
+ * the build tree when this code was loaded from a file inside it, else the install prefix.
+ */
+static const char *runtime_dir(void)
+{
+    const char *env = getenv("PYPOOL_RUNTIME_DIR");
+    if (env && *env)
+        return env;
+#if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
+    Dl_info info;
+    size_t blen = strlen(PYPOOL_BUILD_DIR);
+    if (dladdr((void *)&pypool_config_init, &info) && info.dli_fname &&
+        strncmp(info.dli_fname, PYPOOL_BUILD_DIR "/", blen + 1) == 0 &&
+        is_dir(PYPOOL_RUNTIME_BUILD_DIR))
+        return PYPOOL_RUNTIME_BUILD_DIR;
+#endif
+#ifdef PYPOOL_RUNTIME_INSTALL_DIR
+    if (is_dir(PYPOOL_RUNTIME_INSTALL_DIR))
+        return PYPOOL_RUNTIME_INSTALL_DIR;
+#endif
+#ifdef PYPOOL_RUNTIME_BUILD_DIR
+    return PYPOOL_RUNTIME_BUILD_DIR;
+#else
+    return ".";
+#endif
+}
+
+static const char *python_interpreter(const pypool_config *cfg)
+{
+    if (cfg->python && *cfg->python)
+        return cfg->python;
+    const char *env = getenv("PYPOOL_PYTHON");
+    if (env && *env)
+        return env;
+    return PYPOOL_DEFAULT_PYTHON;
+}
+
+static size_t count_strv(const char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static char **build_argv(const pypool_config *cfg)
+{
+    if (cfg->worker_argv) {
+        size_t n = count_strv(cfg->worker_argv);
+        char **argv = calloc(n + 1, sizeof *argv);
+        for (size_t i = 0; argv && i < n; i++) {
+            argv[i] = strdup(cfg->worker_argv[i]);
+            if (!argv[i]) {
+                free_strv(argv);
+                return NULL;
+            }
+        }
+        return argv;
+    }
+    const char *words[] = {python_interpreter(cfg), "-m", "pypool", "--module", cfg->module};
+    size_t n = sizeof words / sizeof words[0];
+    char **argv = calloc(n + 1, sizeof *argv);
+    for (size_t i = 0; argv && i < n; i++) {
+        argv[i] = strdup(words[i]);
+        if (!argv[i]) {
+            free_strv(argv);
+            return NULL;
+        }
+    }
+    return argv;
+}
+
+static bool env_overridden(const char *entry, const char *const *extra)
+{
+    const char *eq = strchr(entry, '=');
+    size_t klen = eq ? (size_t)(eq - entry) : strlen(entry);
+    static const char *const ours[] = {"PYTHONPATH", "PYPOOL_PARENT_PID", "PYPOOL_MAX_FRAME",
+                                       "PYPOOL_PROTOCOL_VERSION"};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+        if (strlen(ours[i]) == klen && strncmp(entry, ours[i], klen) == 0)
+            return true;
+    for (size_t i = 0; extra && extra[i]; i++)
+        if (strncmp(extra[i], entry, klen) == 0 && extra[i][klen] == '=')
+            return true;
+    return false;
+}
+
+static char *make_pythonpath(const pypool_config *cfg)
+{
+    const char *user = cfg->python_path && *cfg->python_path ? cfg->python_path : NULL;
+    const char *host = getenv("PYTHONPATH");
+    return pypool__strdup_printf("PYTHONPATH=%s%s%s%s%s", user ? user : "", user ? ":" : "",
+                                 runtime_dir(), host && *host ? ":" : "", host ? host : "");
+}
+
+/* Host environment, minus what we set, plus cfg->env, plus PYTHONPATH and PYPOOL_* entries. */
+static char **build_envp(const pypool_config *cfg)
+{
+    size_t nhost = count_strv((const char *const *)environ);
+    size_t nextra = count_strv(cfg->env);
+    char **envp = calloc(nhost + nextra + 8, sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t n = 0;
+    bool ok = true;
+    for (size_t i = 0; ok && i < nhost; i++)
+        if (!env_overridden(environ[i], cfg->env))
+            ok = (envp[n++] = strdup(environ[i])) != NULL;
+    for (size_t i = 0; ok && i < nextra; i++)
+        ok = (envp[n++] = strdup(cfg->env[i])) != NULL;
+    if (ok)
+        ok = (envp[n++] = make_pythonpath(cfg)) != NULL;
+    if (ok)
+        ok = (envp[n++] = pypool__strdup_printf("PYPOOL_PARENT_PID=%d", (int)getpid())) != NULL;
+    if (ok)
+        ok = (envp[n++] = pypool__strdup_printf("PYPOOL_MAX_FRAME=%u", cfg->max_frame_bytes)) !=
+             NULL;
+    if (ok)
+        ok = (envp[n++] = pypool__strdup_printf("PYPOOL_PROTOCOL_VERSION=%d",
+                                                PYPOOL_PROTOCOL_VERSION)) != NULL;
+    if (!ok) {
+        free_strv(envp);
+        return NULL;
+    }
+    return envp;
+}
+
+/* Copies one string into the pool's string block. */
+static const char *keep(char **cursor, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    memcpy(*cursor, s, n);
+    const char *copy = *cursor;
+    *cursor += n;
+    return copy;
+}
+
+int pypool__config_copy(pypool *p, const pypool_config *cfg)
+{
+    int rc = validate(cfg);
+    if (rc)
+        return rc;
+    p->cfg = *cfg;
+    size_t total = 3;
+    const char *strs[] = {cfg->python, cfg->module, cfg->python_path};
+    for (size_t i = 0; i < 3; i++)
+        total += strs[i] ? strlen(strs[i]) + 1 : 0;
+    p->strings = malloc(total);
+    p->child_argv = build_argv(cfg);
+    p->child_envp = build_envp(cfg);
+    if (!p->strings || !p->child_argv || !p->child_envp)
+        return pypool__set_error(PYPOOL_ENOMEM, "out of memory copying the configuration");
+    char *cursor = p->strings;
+    p->cfg.python = keep(&cursor, cfg->python);
+    p->cfg.module = keep(&cursor, cfg->module);
+    p->cfg.python_path = keep(&cursor, cfg->python_path);
+    p->cfg.worker_argv = NULL; /* copied into child_argv; the caller's may go away */
+    p->cfg.env = NULL;
+    return 0;
+}
+
+void pypool__config_free(pypool *p)
+{
+    free_strv(p->child_argv);
+    free_strv(p->child_envp);
+    free(p->strings);
+    p->child_argv = p->child_envp = NULL;
+    p->strings = NULL;
+}

@@ -1,0 +1,271 @@
+/*
+ * lifecycle.c - creating, warming and destroying a pool, and its reference count.
+ *
+ * Design notes: destroy sets shutting_down under the mutex (new calls get PYPOOL_ESHUTDOWN,
+ * waiters are woken with it), then lets the reaper run the shutdown protocol (drain until
+ * shutdown_grace_ms, Shutdown, SIGTERM, SIGKILL, reap) and joins it. Memory goes with the
+ * last reference (pool.h, "Lifetime"); fds and children are gone when destroy returns, except
+ * the channel of a worker still checked out, which its pypool_checkin closes.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "error.h"
+#include "pool.h"
+#include "state.h"
+#include "sync.h"
+
+int pypool__enter(pypool *p)
+{
+    pypool__lock(&p->mu);
+    if (p->shutting_down) {
+        pypool__unlock(&p->mu);
+        return pypool__set_error(PYPOOL_ESHUTDOWN, "the pool is shutting down");
+    }
+    p->refs++;
+    pypool__unlock(&p->mu);
+    return 0;
+}
+
+static void pool_free(pypool *p)
+{
+    for (unsigned i = 0; p->slots && i < p->cfg.size; i++) {
+        pypool__reader_free(&p->slots[i].reader);
+        pypool__wbuf_free(&p->slots[i].wbuf);
+        pypool__child_close_fds(&p->slots[i].child);
+    }
+    pypool__sessions_free(p);
+    pypool__config_free(p);
+    pypool__close_fd(&p->wake_fd);
+    free(p->slots);
+    free(p->idle);
+    free(p->dying);
+    free(p->last_spawn_error);
+    pypool__cond_destroy(&p->state_cv);
+    pypool__mutex_destroy(&p->mu);
+    free(p);
+}
+
+void pypool__unref_locked(pypool *p)
+{
+    bool last = --p->refs == 0;
+    pypool__unlock(&p->mu);
+    if (last)
+        pool_free(p);
+}
+
+void pypool__leave(pypool *p)
+{
+    pypool__lock(&p->mu);
+    pypool__unref_locked(p);
+}
+
+void pypool__slot_close_locked(pypool *p, pypool__slot *s)
+{
+    (void)p;
+    pypool__child_close_fds(&s->child);
+    pypool__reader_free(&s->reader);
+    pypool__transition(s, PYPOOL__EV_STOP);
+}
+
+/* Recycle threshold for a new worker: max_calls_per_worker +-10%, so workers do not all
+ * retire at once. */
+uint64_t pypool__call_limit(pypool *p)
+{
+    uint64_t n = p->cfg.max_calls_per_worker;
+    if (n == 0)
+        return 0;
+    uint64_t spread = n / 10;
+    if (spread == 0)
+        return n;
+    uint64_t r = pypool__rand(&p->rng) % (2 * spread + 1);
+    return n - spread + r;
+}
+
+static int pool_alloc(const pypool_config *cfg, pypool **out)
+{
+    pypool *p = calloc(1, sizeof *p);
+    if (!p)
+        return pypool__set_error(PYPOOL_ENOMEM, "out of memory");
+    pypool__mutex_init(&p->mu);
+    pypool__cond_init(&p->state_cv);
+    p->refs = 1;
+    p->wake_fd = -1;
+    *out = p;
+    int rc = pypool__config_copy(p, cfg);
+    if (rc)
+        return rc;
+    p->rng = (uint64_t)pypool__now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)p;
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->slots = calloc(cfg->size, sizeof *p->slots);
+    p->idle = calloc(cfg->size, sizeof *p->idle);
+    if (p->wake_fd < 0 || !p->slots || !p->idle)
+        return pypool__set_error(PYPOOL_ENOMEM, "cannot allocate the pool");
+    for (unsigned i = 0; i < cfg->size; i++) {
+        pypool__slot *s = &p->slots[i];
+        s->index = i;
+        s->state = PYPOOL_SLOT_EMPTY;
+        pypool__child_clear(&s->child);
+        pypool__reader_init(&s->reader, -1, cfg->max_frame_bytes);
+        pypool__logbuf_init(&s->log);
+        s->backoff_ms = cfg->restart_backoff_min_ms;
+    }
+    return 0;
+}
+
+int pypool_create(const pypool_config *cfg, pypool **out)
+{
+    pypool__clear_error();
+    if (!cfg || !out)
+        return pypool__set_error(PYPOOL_EINVAL, "cfg and out are required");
+    *out = NULL;
+    int cancel = pypool__nocancel_begin();
+    pypool *p = NULL;
+    int rc = pool_alloc(cfg, &p);
+    if (rc == 0)
+        rc = pypool__reaper_start(p);
+    if (rc == 0 && !cfg->lazy)
+        rc = pypool_warm(p, cfg->startup_timeout_ms);
+    if (rc != 0 && p) {
+        char detail[4096];
+        strncpy(detail, pypool_last_error(), sizeof detail - 1);
+        detail[sizeof detail - 1] = '\0';
+        if (p->reaper_started) {
+            p->cfg.shutdown_grace_ms = 0; /* nothing ran yet: no calls to drain */
+            pypool_destroy(p);
+        } else {
+            pool_free(p);
+        }
+        pypool__set_error(rc, "%s", detail);
+        p = NULL;
+    }
+    *out = p;
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+static bool all_ready_locked(const pypool *p)
+{
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        int st = p->slots[i].state;
+        if (st != PYPOOL_SLOT_IDLE && st != PYPOOL_SLOT_BUSY && st != PYPOOL_SLOT_PINGING)
+            return false;
+    }
+    return true;
+}
+
+/* Marks every slot without a worker (FAILED ones included) for start. */
+static void request_all_starts_locked(pypool *p)
+{
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->state == PYPOOL_SLOT_FAILED) {
+            pypool__transition(s, PYPOOL__EV_WARM);
+            s->start_failures = 0;
+            s->backoff_ms = p->cfg.restart_backoff_min_ms;
+        }
+        if (s->state == PYPOOL_SLOT_EMPTY)
+            s->want_start = true;
+    }
+}
+
+static int wait_ready_locked(pypool *p, int64_t deadline, uint64_t fail_seq)
+{
+    for (;;) {
+        if (p->shutting_down)
+            return pypool__set_error(PYPOOL_ESHUTDOWN, "the pool is shutting down");
+        if (p->start_fail_seq != fail_seq)
+            return pypool__set_error(PYPOOL_ESPAWN, "%s",
+                                     p->last_spawn_error ? p->last_spawn_error : "start failed");
+        if (all_ready_locked(p))
+            return 0;
+        if (!pypool__cond_wait_until(&p->state_cv, &p->mu, deadline))
+            return pypool__set_error(PYPOOL_ETIMEDOUT, "not every worker was ready in time");
+    }
+}
+
+int pypool_warm(pypool *p, int64_t timeout_ms)
+{
+    pypool__clear_error();
+    if (!p)
+        return pypool__set_error(PYPOOL_EINVAL, "pool is NULL");
+    int cancel = pypool__nocancel_begin();
+    int rc = pypool__enter(p);
+    if (rc == 0) {
+        int64_t ms = timeout_ms < 0 ? p->cfg.startup_timeout_ms : timeout_ms;
+        int64_t deadline = pypool__deadline_after_ms(ms);
+        pypool__lock(&p->mu);
+        uint64_t fail_seq = p->start_fail_seq;
+        request_all_starts_locked(p);
+        pypool__reaper_wake_locked(p);
+        rc = wait_ready_locked(p, deadline, fail_seq);
+        pypool__unref_locked(p);
+    }
+    pypool__nocancel_end(cancel);
+    return rc;
+}
+
+void pypool_destroy(pypool *p)
+{
+    if (!p)
+        return;
+    int cancel = pypool__nocancel_begin();
+    pypool__lock(&p->mu);
+    if (p->shutting_down) { /* a second destroy: the first one owns the teardown */
+        pypool__unlock(&p->mu);
+        pypool__nocancel_end(cancel);
+        return;
+    }
+    p->shutting_down = true;
+    p->shutdown_started_ns = pypool__now_ns();
+    pypool__fail_waiters_locked(p, -1, PYPOOL_ESHUTDOWN);
+    pypool__cond_broadcast(&p->state_cv);
+    pypool__reaper_wake_locked(p);
+    pypool__unlock(&p->mu);
+    if (p->reaper_started)
+        pypool__reaper_join(p);
+    pypool__lock(&p->mu);
+    p->reaper_done = true;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->state != PYPOOL_SLOT_BUSY && s->state != PYPOOL_SLOT_STOPPED)
+            pypool__slot_close_locked(p, s);
+    }
+    pypool__close_fd(&p->wake_fd);
+    pypool__unref_locked(p);
+    pypool__nocancel_end(cancel);
+}
+
+void pypool_stats_get(pypool *p, pypool_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    pypool__lock(&p->mu);
+    *out = p->counters;
+    out->size = p->cfg.size;
+    out->waiters = p->nwaiters;
+    out->sessions = p->nsessions;
+    out->slot_count = p->cfg.size < PYPOOL_STATS_MAX_SLOTS ? p->cfg.size : PYPOOL_STATS_MAX_SLOTS;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        const pypool__slot *s = &p->slots[i];
+        out->idle += s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_PINGING;
+        out->busy += s->state == PYPOOL_SLOT_BUSY;
+        out->starting += s->state == PYPOOL_SLOT_STARTING;
+        out->backoff += s->state == PYPOOL_SLOT_BACKOFF || s->state == PYPOOL_SLOT_BROKEN;
+        out->failed += s->state == PYPOOL_SLOT_FAILED;
+        if (i < out->slot_count) {
+            out->slots[i].state = s->state;
+            out->slots[i].pid = s->child.pid;
+            out->slots[i].calls = s->calls;
+            out->slots[i].restarts = s->restarts;
+        }
+    }
+    pypool__unlock(&p->mu);
+}

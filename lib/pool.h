@@ -1,0 +1,223 @@
+/*
+ * pool.h - the pool's internal structures, shared by the files of lib/.
+ *
+ * Design notes (where threads meet):
+ *
+ * Threads. Client threads (the host's) check workers out and do their own request I/O; one
+ * reaper thread per pool (reaper.c) owns child lifecycle: spawn, handshake, log pipes, exits,
+ * restarts, pings, shutdown. No thread sits between a client and its worker.
+ *
+ * Lock. One mutex per pool, `mu`, guards: every field of struct pypool__slot marked [mu], the
+ * idle stack, the waiter queue, the session map, the counters and the pool flags. Nothing else
+ * is ever locked while `mu` is held (no lock order to get wrong), and `mu` is never held
+ * across blocking I/O, a spawn or a callback.
+ *
+ * Ownership of a slot's channel (reader, wbuf, req/resp fds, request ids) follows its state:
+ * BUSY -> the holder thread alone; STARTING and PINGING -> the reaper alone; otherwise
+ * nobody uses it and the reaper may close it. The hand-over is a state change under `mu`,
+ * which also publishes the channel's memory. The reaper may reap a BUSY slot's pid and record
+ * its exit status, but closes nothing the holder uses; the holder returns a broken slot at
+ * checkin and the reaper then retires the child.
+ *
+ * Log pipes and logbufs belong to the reaper alone, in every state.
+ *
+ * Lifetime. `refs` counts the owner (until pypool_destroy) plus every thread inside a public
+ * function plus every explicitly checked-out worker; the last one out frees the pool, so a
+ * thread woken by destroy never touches freed memory.
+ */
+#ifndef PYPOOL_POOL_H
+#define PYPOOL_POOL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "frame.h"
+#include "logbuf.h"
+#include "proc.h"
+#include "pypool.h"
+
+/* Why a slot's worker is being replaced; decides restart delay and which counter moves. */
+enum pypool__break_reason {
+    PYPOOL__BREAK_NONE = 0,
+    PYPOOL__BREAK_CRASH,    /* exited unexpectedly (idle or busy) */
+    PYPOOL__BREAK_PROTO,    /* wrote something that is not a valid frame */
+    PYPOOL__BREAK_TIMEOUT,  /* killed: a call passed its deadline */
+    PYPOOL__BREAK_PING,     /* killed: did not answer a ping */
+    PYPOOL__BREAK_RETIRE,   /* recycled: max calls or RSS */
+    PYPOOL__BREAK_SHUTDOWN, /* the pool is shutting down */
+};
+
+struct pypool_worker {
+    struct pypool *pool;
+    struct pypool__slot *slot;
+};
+
+typedef struct pypool__slot {
+    unsigned index;
+    struct pypool_worker handle; /* what pypool_checkout hands out */
+
+    /* [mu] */
+    int state; /* enum pypool_slot_state */
+    pypool__child child;
+    bool reaped;               /* the reaper collected child's exit status */
+    int exit_status;           /* valid when reaped */
+    uint64_t generation;       /* +1 per worker started here; sessions bind to it */
+    uint64_t calls;            /* calls of the current worker */
+    uint64_t call_limit;       /* recycle threshold with jitter; 0: none */
+    uint64_t restarts;         /* workers started here after the first */
+    unsigned sessions;         /* sessions bound to the current worker */
+    bool want_start;           /* EMPTY slot: a checkout or warm asked the reaper to start it */
+    int break_reason;          /* BROKEN: why */
+    unsigned start_failures;   /* failed starts in a row */
+    int64_t backoff_ms;        /* current restart delay */
+    int64_t restart_at_ns;     /* BACKOFF: when to start again */
+    int64_t start_deadline_ns; /* STARTING: Hello due */
+    int64_t ready_ns;          /* when the current worker said Hello */
+    int64_t idle_since_ns;     /* IDLE: since when (health pings) */
+    int64_t ping_deadline_ns;  /* PINGING: Pong due */
+    uint64_t ping_id;
+    int64_t busy_since_ns; /* BUSY: since when (leak warnings) */
+    pthread_t holder;      /* BUSY: the thread that checked it out */
+    bool leak_warned;
+
+    /* channel: see "Ownership" above */
+    pypool__reader reader;
+    pypool__wbuf wbuf;
+    uint64_t next_id;
+    uint64_t served;      /* replies received by the current worker (folded into calls) */
+    uint64_t pend_remote; /* outcomes not yet folded into the pool counters at checkin */
+    uint64_t pend_call_timeouts;
+    uint64_t pend_proto;
+    int pending_break; /* an explicit checkout's call broke the worker: checkin reason */
+    bool killed;       /* [mu] we killed it (timeout, ping, protocol): not a crash */
+
+    /* reaper only */
+    pypool__logbuf log;
+} pypool__slot;
+
+/* A thread waiting for a worker: any (want < 0) or one slot (a session's). */
+typedef struct pypool__waiter {
+    struct pypool__waiter *next;
+    struct pypool__waiter *prev;
+    pthread_cond_t cv;
+    int want;    /* slot index, or -1 for any */
+    int granted; /* slot index handed over by checkin, -1 none */
+    int err;     /* non-zero: woken with this error (shutdown, spawn failure, session lost) */
+} pypool__waiter;
+
+/* A child being stopped or already dead whose slot has moved on (reaper only). */
+typedef struct pypool__dying {
+    pid_t pid;
+    int pidfd;
+    int log_fd;
+    pypool__logbuf log;
+    int reason;         /* enum pypool__break_reason */
+    int64_t term_at_ns; /* SIGTERM then */
+    int64_t kill_at_ns; /* SIGKILL then */
+    bool termed;
+} pypool__dying;
+
+typedef struct pypool__session pypool__session;
+
+struct pypool {
+    pypool_config cfg; /* strings point into the copies below */
+    char **child_argv; /* NULL-terminated, owned */
+    char **child_envp; /* NULL-terminated, owned */
+    char *strings;     /* owned copies of cfg strings */
+
+    pthread_mutex_t mu;
+    pthread_cond_t state_cv; /* broadcast on slot readiness, start failure, busy->idle, reaped */
+    pthread_t reaper;
+    bool reaper_started;
+    int wake_fd; /* eventfd: wakes the reaper's poll */
+
+    /* [mu] */
+    pypool__slot *slots;
+    unsigned *idle; /* stack of idle slot indexes */
+    unsigned nidle;
+    pypool__waiter *wait_head;
+    pypool__waiter *wait_tail;
+    unsigned nwaiters;
+    bool shutting_down;
+    bool reaper_done; /* the reaper has exited: checkin closes broken slots itself */
+    int64_t shutdown_started_ns;
+    unsigned refs;
+    unsigned busy;
+    uint64_t start_fail_seq;    /* +1 per failed start: lets warm notice failures */
+    char *last_spawn_error;     /* the newest start failure's text (malloc) */
+    pypool__session **sessions; /* hash buckets */
+    unsigned session_buckets;
+    uint64_t nsessions;
+    pypool_stats counters; /* counters only; per-state fields are computed in stats_get */
+
+    /* reaper only */
+    pypool__dying *dying;
+    unsigned ndying;
+    unsigned dying_cap;
+    uint64_t rng;
+};
+
+/* --- lifecycle.c --- */
+/* Enter/leave a public function: holds a reference; refuses (ESHUTDOWN) once destroy began. */
+int pypool__enter(pypool *p);
+void pypool__leave(pypool *p);
+/* Drops a reference; the last frees the pool. Called with mu held; unlocks it. */
+void pypool__unref_locked(pypool *p);
+
+/* With mu held, after the reaper exited: closes a slot's channel and marks it STOPPED. */
+void pypool__slot_close_locked(pypool *p, pypool__slot *s);
+
+/* Recycle threshold for a new worker (max_calls_per_worker with jitter); with mu held. */
+uint64_t pypool__call_limit(pypool *p);
+
+/* --- config.c --- */
+int pypool__config_copy(pypool *p, const pypool_config *cfg);
+void pypool__config_free(pypool *p);
+
+/* --- checkout.c --- */
+/* Checks out any worker, or slot `want` (>= 0). deadline_ns < 0: none; nowait: only idle. */
+int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait, pypool__slot **out,
+                     char **why);
+/* Returns a slot. reason != NONE hands it to the reaper to replace its worker. */
+void pypool__checkin(pypool *p, pypool__slot *s, int reason);
+/* With mu held: makes a slot IDLE, or hands it straight to the longest waiter that takes it. */
+void pypool__slot_release_locked(pypool *p, pypool__slot *s);
+/* With mu held: fails every waiter (or those wanting `slot` if >= 0) with err. */
+void pypool__fail_waiters_locked(pypool *p, int slot, int err);
+/* With mu held: true when no slot can ever serve without pypool_warm (all FAILED/EMPTY). */
+bool pypool__unservable_locked(const pypool *p);
+void pypool__idle_remove_locked(pypool *p, pypool__slot *s);
+
+/* --- call.c --- */
+/* One request/reply on a checked-out slot. *reason tells checkin how the slot ended up. */
+int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
+                      const void *payload, size_t len, int64_t deadline_ns, pypool_result *out,
+                      int *reason);
+/* Sends SessionClose on a checked-out slot. */
+int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
+/* Kills the slot's worker group if it is not reaped yet (any thread). */
+void pypool__slot_kill(pypool *p, pypool__slot *s);
+
+/* --- session.c --- */
+void pypool__sessions_free(pypool *p);
+/* With mu held. */
+int pypool__session_lookup_locked(pypool *p, const char *id, unsigned *slot, uint64_t *gen);
+int pypool__session_bind_locked(pypool *p, const char *id, unsigned slot, uint64_t gen);
+void pypool__session_remove_locked(pypool *p, const char *id);
+
+/* --- reaper.c --- */
+int pypool__reaper_start(pypool *p);
+/* Wakes the reaper's poll; call with mu held. */
+void pypool__reaper_wake_locked(pypool *p);
+void pypool__reaper_join(pypool *p);
+
+/* --- log.c --- */
+void pypool__log(pypool *p, int level, int pid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* --- util --- */
+uint64_t pypool__rand(uint64_t *state);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * reaper.c - the pool's reaper thread: one poll() loop over the wakeup eventfd, every child's
+ * pidfd and log pipe, and the reply pipes of workers it talks to (STARTING: Hello, PINGING:
+ * Pong), with timers for start deadlines, backoff, pings, leak warnings and shutdown.
+ *
+ * Design notes:
+ * - It never calls waitpid(-1), installs no signal handler and runs with every signal blocked,
+ *   so the host's signals go to the host's threads.
+ * - It takes the pool mutex only to read or change slot state; the poll itself, spawning,
+ *   reading pipes and the log callback all run unlocked.
+ * - The poll set is rebuilt every iteration from the slot states: with a few dozen fds this is
+ *   cheaper and much simpler than keeping an epoll set in sync with state changes.
+ * - The worker's PR_SET_PDEATHSIG fires when the thread that spawned it exits; spawning only
+ *   here means workers die with the reaper, i.e. with the pool or the host.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "error.h"
+#include "supervise.h"
+#include "sync.h"
+
+#define NO_PIDFD_TICK_MS 50
+
+enum fd_kind { FD_WAKE, FD_SLOT_EXIT, FD_SLOT_REPLY, FD_SLOT_LOG, FD_DYING };
+
+typedef struct pollset {
+    struct pollfd *fds;
+    unsigned char *kind;
+    unsigned *index;
+    unsigned n;
+    unsigned cap;
+    bool need_tick; /* some child has no pidfd: poll exits with WNOHANG */
+} pollset;
+
+static void add_fd(pollset *ps, int fd, enum fd_kind kind, unsigned index)
+{
+    if (fd < 0 || ps->n == ps->cap)
+        return;
+    ps->fds[ps->n] = (struct pollfd){.fd = fd, .events = POLLIN};
+    ps->kind[ps->n] = (unsigned char)kind;
+    ps->index[ps->n] = index;
+    ps->n++;
+}
+
+static void build_pollset(pypool *p, pollset *ps)
+{
+    ps->n = 0;
+    ps->need_tick = false;
+    add_fd(ps, p->wake_fd, FD_WAKE, 0);
+    pypool__lock(&p->mu);
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->child.pid > 0 && !s->reaped) {
+            add_fd(ps, s->child.pidfd, FD_SLOT_EXIT, i);
+            ps->need_tick |= s->child.pidfd < 0;
+        }
+        add_fd(ps, s->child.log_fd, FD_SLOT_LOG, i);
+        bool talking = s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING;
+        if (talking && s->reader.err == 0)
+            add_fd(ps, s->child.resp_fd, FD_SLOT_REPLY, i);
+    }
+    pypool__unlock(&p->mu);
+    for (unsigned i = 0; i < p->ndying; i++) {
+        add_fd(ps, p->dying[i].pidfd, FD_DYING, i);
+        add_fd(ps, p->dying[i].log_fd, FD_DYING, i);
+        ps->need_tick |= p->dying[i].pidfd < 0;
+    }
+}
+
+static void drain_wake(pypool *p)
+{
+    uint64_t n;
+    while (read(p->wake_fd, &n, sizeof n) > 0)
+        ;
+}
+
+static void dispatch(pypool *p, pollset *ps)
+{
+    /* Dying entries are handled last and in reverse: handling one may remove it. */
+    for (unsigned k = 0; k < ps->n; k++) {
+        if (!ps->fds[k].revents)
+            continue;
+        pypool__slot *s = &p->slots[ps->index[k]];
+        switch (ps->kind[k]) {
+        case FD_WAKE:
+            drain_wake(p);
+            break;
+        case FD_SLOT_EXIT:
+            pypool__on_slot_exit(p, s);
+            break;
+        case FD_SLOT_REPLY:
+            pypool__on_slot_reply(p, s);
+            break;
+        case FD_SLOT_LOG:
+            pypool__on_slot_log(p, s);
+            break;
+        default:
+            break;
+        }
+    }
+    for (unsigned k = ps->n; k-- > 0;) {
+        if (ps->kind[k] == FD_DYING && ps->fds[k].revents && ps->index[k] < p->ndying)
+            pypool__on_dying_event(p, ps->index[k]);
+    }
+}
+
+static int poll_timeout(int64_t next_ns, bool tick)
+{
+    int timeout = pypool__poll_timeout_ms(next_ns);
+    if (tick && (timeout < 0 || timeout > NO_PIDFD_TICK_MS))
+        timeout = NO_PIDFD_TICK_MS;
+    return timeout;
+}
+
+/* One iteration; returns false when the pool has shut down and no child is left. */
+static bool reaper_step(pypool *p, pollset *ps)
+{
+    pypool__lock(&p->mu);
+    bool stopping = p->shutting_down;
+    pypool__unlock(&p->mu);
+    if (stopping && pypool__shutdown_step(p))
+        return false;
+    pypool__retire_broken(p);
+    if (!stopping)
+        pypool__start_due(p);
+    int64_t next = pypool__run_timers(p);
+    build_pollset(p, ps);
+    int ready = poll(ps->fds, ps->n, poll_timeout(next, ps->need_tick));
+    if (ready < 0 && errno != EINTR)
+        pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper poll failed: %s", strerror(errno));
+    if (ready > 0)
+        dispatch(p, ps);
+    if (ps->need_tick)
+        pypool__poll_exits(p);
+    return true;
+}
+
+static void *reaper_main(void *arg)
+{
+    pypool *p = arg;
+    pollset ps = {0};
+    ps.cap = 1 + 3 * p->cfg.size + 2 * (p->cfg.size * 2 + 64);
+    ps.fds = calloc(ps.cap, sizeof *ps.fds);
+    ps.kind = calloc(ps.cap, sizeof *ps.kind);
+    ps.index = calloc(ps.cap, sizeof *ps.index);
+    if (!ps.fds || !ps.kind || !ps.index) {
+        pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper: out of memory");
+        abort(); /* without a reaper nothing would ever be reaped or restarted */
+    }
+    while (reaper_step(p, &ps))
+        ;
+    free(ps.fds);
+    free(ps.kind);
+    free(ps.index);
+    return NULL;
+}
+
+int pypool__reaper_start(pypool *p)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits it: no signal lands there */
+    int rc = pthread_create(&p->reaper, NULL, reaper_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return pypool__set_error(PYPOOL_ESYS, "cannot start the reaper thread: %s", strerror(rc));
+    p->reaper_started = true;
+    return 0;
+}
+
+/* Under the mutex, so destroy cannot close wake_fd between our check and the write. EAGAIN
+ * means the counter is already non-zero: the reaper is awake anyway. */
+void pypool__reaper_wake_locked(pypool *p)
+{
+    uint64_t one = 1;
+    if (p->wake_fd >= 0 && !p->reaper_done)
+        (void)!write(p->wake_fd, &one, sizeof one);
+}
+
+void pypool__reaper_join(pypool *p)
+{
+    pthread_join(p->reaper, NULL);
+}

@@ -1,0 +1,510 @@
+/*
+ * supervise.c - the reaper's actions on slots and children (see supervise.h).
+ *
+ * Design notes:
+ * - Runs on the reaper thread only. Slot state changes happen under the pool mutex; spawning,
+ *   pipe reads and log callbacks happen with it released.
+ * - A child leaves its slot as soon as the slot is done with it (broken, retired, failed to
+ *   start): it moves to the dying list with its pidfd and log pipe, where it is signalled on a
+ *   schedule and reaped, and the slot can start a replacement at once.
+ * - Before reaping a child its whole process group is SIGKILLed: a handler's subprocess dies
+ *   with its worker. The group id cannot be reused while the (zombie) leader is unreaped.
+ * - Counters: an exit the pool did not ask for is a crash; a worker that never said Hello is
+ *   a failed start; kills for timeouts and pings are counted where they are decided.
+ */
+#define _GNU_SOURCE
+#include "supervise.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "error.h"
+#include "state.h"
+#include "sync.h"
+
+#define LOG_READ_CHUNK  65536
+#define LOG_READS_ROUND 16 /* per event: a flooding worker cannot starve the others */
+
+/* ---- logging ------------------------------------------------------------------------------ */
+
+typedef struct line_ctx {
+    pypool *p;
+    int pid;
+} line_ctx;
+
+static void emit_output(void *ud, const char *line)
+{
+    line_ctx *c = ud;
+    pypool__log(c->p, PYPOOL_LOG_OUTPUT, c->pid, "%s", line);
+}
+
+/* Reads what the log pipe has (bounded); at EOF flushes and closes it. */
+static void drain_log(pypool *p, int *fd, pypool__logbuf *lb, int pid, bool to_eof)
+{
+    static _Thread_local char buf[LOG_READ_CHUNK];
+    line_ctx ctx = {p, pid};
+    for (int round = 0; *fd >= 0 && (to_eof || round < LOG_READS_ROUND); round++) {
+        ssize_t n = read(*fd, buf, sizeof buf);
+        if (n > 0) {
+            pypool__logbuf_feed(lb, buf, (size_t)n, emit_output, &ctx);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || errno != EAGAIN) {
+            pypool__logbuf_flush(lb, emit_output, &ctx);
+            pypool__close_fd(fd);
+        }
+        return;
+    }
+}
+
+void pypool__on_slot_log(pypool *p, pypool__slot *s)
+{
+    drain_log(p, &s->child.log_fd, &s->log, s->child.pid, false);
+}
+
+/* ---- the dying list ---------------------------------------------------------------------- */
+
+static pypool__dying *dying_push(pypool *p)
+{
+    if (p->ndying == p->dying_cap) {
+        unsigned cap = p->dying_cap ? p->dying_cap * 2 : 8;
+        pypool__dying *d = realloc(p->dying, cap * sizeof *d);
+        if (!d)
+            return NULL;
+        p->dying = d;
+        p->dying_cap = cap;
+    }
+    return &p->dying[p->ndying++];
+}
+
+static void dying_remove(pypool *p, unsigned i)
+{
+    p->dying[i] = p->dying[--p->ndying];
+}
+
+/* Sends Shutdown (best effort, never blocks: the pipe is O_NONBLOCK) before closing requests. */
+static void send_shutdown(pypool__slot *s)
+{
+    if (s->child.req_fd < 0 || pypool__encode_shutdown(&s->wbuf) != 0)
+        return;
+    struct iovec iov = {s->wbuf.data, s->wbuf.len};
+    (void)pypool__frame_write(s->child.req_fd, &iov, 1, 0, NULL);
+}
+
+/*
+ * With mu held: takes the child out of the slot. Reaped children just lose their fds; live
+ * ones go to the dying list, to be signalled on schedule (term_at, then kill) and reaped.
+ */
+static void release_child_locked(pypool *p, pypool__slot *s, int reason, int64_t term_at)
+{
+    if (reason == PYPOOL__BREAK_RETIRE || reason == PYPOOL__BREAK_SHUTDOWN)
+        send_shutdown(s);
+    pypool__close_fd(&s->child.req_fd);
+    pypool__close_fd(&s->child.resp_fd);
+    pypool__reader_free(&s->reader);
+    pypool__reader_init(&s->reader, -1, p->cfg.max_frame_bytes);
+    pypool__dying *d = s->reaped ? NULL : dying_push(p);
+    if (d) {
+        *d = (pypool__dying){.pid = s->child.pid,
+                             .pidfd = s->child.pidfd,
+                             .log_fd = s->child.log_fd,
+                             .reason = reason,
+                             .term_at_ns = term_at,
+                             .kill_at_ns = term_at + PYPOOL__TERM_TO_KILL_MS * PYPOOL__MS};
+        d->log = s->log;
+        s->child.pidfd = s->child.log_fd = -1;
+    } else if (!s->reaped) {
+        /* No memory for the list: make sure it dies and reap it the hard way. */
+        pypool__signal_group(s->child.pid, SIGKILL);
+        int status;
+        (void)waitpid(s->child.pid, &status, 0);
+    }
+    pypool__child_close_fds(&s->child);
+    pypool__child_clear(&s->child);
+    pypool__logbuf_init(&s->log);
+    s->reaped = false;
+    s->killed = false;
+    s->sessions = 0;
+    s->calls = s->served = 0;
+}
+
+static void account_exit_locked(pypool *p, int status)
+{
+    p->counters.crashes++;
+    if (WIFSIGNALED(status))
+        p->counters.crashes_signal++;
+    else
+        p->counters.crashes_exit++;
+}
+
+void pypool__on_dying_event(pypool *p, unsigned i)
+{
+    pypool__dying *d = &p->dying[i];
+    drain_log(p, &d->log_fd, &d->log, d->pid, false);
+    pypool__signal_group(d->pid, SIGKILL); /* its subprocesses; the leader is gone or going */
+    int status = 0;
+    int r = pypool__try_reap(d->pid, &status);
+    if (r == 0)
+        return;
+    drain_log(p, &d->log_fd, &d->log, d->pid, true);
+    char how[128];
+    pypool__describe_status(status, how, sizeof how);
+    pypool__log(p, PYPOOL_LOG_INFO, d->pid, "worker %s", how);
+    pypool__close_fd(&d->pidfd);
+    pypool__close_fd(&d->log_fd);
+    dying_remove(p, i);
+}
+
+/* ---- starting ---------------------------------------------------------------------------- */
+
+/* With mu held: the slot's start failed; backoff or give up; tell warm and waiters. */
+static void start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
+{
+    free(p->last_spawn_error);
+    p->last_spawn_error = strdup(msg);
+    p->start_fail_seq++;
+    p->counters.failed_starts++;
+    s->start_failures++;
+    if (s->child.pid > 0) {
+        if (!s->reaped)
+            pypool__signal_group(s->child.pid, SIGKILL);
+        release_child_locked(p, s, PYPOOL__BREAK_CRASH, pypool__now_ns());
+    }
+    if (s->start_failures >= p->cfg.crash_loop_starts) {
+        pypool__transition(s, PYPOOL__EV_CRASH_LOOP);
+    } else {
+        pypool__transition(s, PYPOOL__EV_START_FAIL);
+        int64_t delay = s->backoff_ms;
+        s->backoff_ms = s->backoff_ms * 2 > p->cfg.restart_backoff_max_ms
+                            ? p->cfg.restart_backoff_max_ms
+                            : s->backoff_ms * 2;
+        s->restart_at_ns = pypool__now_ns() + delay * PYPOOL__MS;
+    }
+    if (pypool__unservable_locked(p))
+        pypool__fail_waiters_locked(p, -1, PYPOOL_ESPAWN);
+    pypool__cond_broadcast(&p->state_cv);
+}
+
+void pypool__slot_start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
+{
+    start_failed_locked(p, s, msg);
+}
+
+void pypool__slot_start_abort_locked(pypool *p, pypool__slot *s)
+{
+    if (s->child.pid > 0) {
+        s->killed = true;
+        if (!s->reaped)
+            pypool__signal_group(s->child.pid, SIGKILL);
+        release_child_locked(p, s, PYPOOL__BREAK_SHUTDOWN, pypool__now_ns());
+    }
+    pypool__transition(s, PYPOOL__EV_STOP);
+}
+
+static void start_failed(pypool *p, pypool__slot *s, const char *msg)
+{
+    pypool__log(p, PYPOOL_LOG_ERROR, s->child.pid, "%s", msg);
+    pypool__lock(&p->mu);
+    start_failed_locked(p, s, msg);
+    pypool__unlock(&p->mu);
+}
+
+/* Collects the slots due to start and marks them STARTING (mu held). */
+static unsigned collect_due_locked(pypool *p, unsigned *due)
+{
+    unsigned n = 0;
+    int64_t now = pypool__now_ns();
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        bool wanted = s->state == PYPOOL_SLOT_EMPTY && s->want_start;
+        bool restart = (s->state == PYPOOL_SLOT_BACKOFF && s->restart_at_ns <= now);
+        if (!wanted && !restart)
+            continue;
+        s->want_start = false;
+        pypool__transition(s, PYPOOL__EV_SPAWN);
+        s->start_deadline_ns = now + p->cfg.startup_timeout_ms * PYPOOL__MS;
+        due[n++] = i;
+    }
+    return n;
+}
+
+static void install_child_locked(pypool *p, pypool__slot *s, const pypool__child *c)
+{
+    s->child = *c;
+    s->reaped = false;
+    s->killed = false;
+    if (s->generation++ > 0) {
+        s->restarts++;
+        p->counters.restarts++;
+    }
+    pypool__reader_free(&s->reader);
+    pypool__reader_init(&s->reader, c->resp_fd, p->cfg.max_frame_bytes);
+    s->call_limit = pypool__call_limit(p);
+}
+
+void pypool__start_due(pypool *p)
+{
+    unsigned due[p->cfg.size];
+    pypool__lock(&p->mu);
+    unsigned n = collect_due_locked(p, due);
+    pypool__unlock(&p->mu);
+    /* Spawn them all first, then wait for every Hello together (in the poll loop). */
+    for (unsigned k = 0; k < n; k++) {
+        pypool__slot *s = &p->slots[due[k]];
+        pypool__child c;
+        char err[512];
+        int rc = pypool__spawn(p->child_argv, p->child_envp, &c, err, sizeof err);
+        if (rc != 0) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "worker could not be started: %s", err);
+            start_failed(p, s, msg);
+            continue;
+        }
+        pypool__lock(&p->mu);
+        install_child_locked(p, s, &c);
+        pypool__unlock(&p->mu);
+        pypool__log(p, PYPOOL_LOG_INFO, c.pid, "worker spawned in slot %u", s->index);
+    }
+}
+
+/* ---- Hello and Pong ---------------------------------------------------------------------- */
+
+static void became_ready(pypool *p, pypool__slot *s, const Pypool__Hello *hello)
+{
+    pypool__log(p, PYPOOL_LOG_INFO, s->child.pid, "worker ready in slot %u (%zu handlers)",
+                s->index, hello->n_handlers);
+    pypool__lock(&p->mu);
+    pypool__transition(s, PYPOOL__EV_HELLO);
+    s->start_failures = 0;
+    s->ready_ns = pypool__now_ns();
+    pypool__slot_release_locked(p, s);
+    pypool__cond_broadcast(&p->state_cv);
+    pypool__unlock(&p->mu);
+}
+
+/* Handles one frame from a STARTING worker; returns false if the start failed. */
+static bool handle_hello_frame(pypool *p, pypool__slot *s, Pypool__Envelope *env)
+{
+    char msg[256];
+    if (env->msg_case != PYPOOL__ENVELOPE__MSG_HELLO) {
+        pypool__log(p, PYPOOL_LOG_WARN, s->child.pid, "skipped a message of type %d before Hello",
+                    (int)env->msg_case);
+        return true;
+    }
+    if (env->hello->protocol_version != PYPOOL_PROTOCOL_VERSION) {
+        snprintf(msg, sizeof msg, "worker pid %d speaks protocol version %u, expected %d",
+                 s->child.pid, env->hello->protocol_version, PYPOOL_PROTOCOL_VERSION);
+        start_failed(p, s, msg);
+        return false;
+    }
+    became_ready(p, s, env->hello);
+    return false; /* done with this worker's handshake */
+}
+
+static void pong_received(pypool *p, pypool__slot *s, const Pypool__Envelope *env)
+{
+    pypool__lock(&p->mu);
+    if (env->msg_case == PYPOOL__ENVELOPE__MSG_PONG && env->pong->id == s->ping_id) {
+        pypool__transition(s, PYPOOL__EV_PONG);
+        pypool__slot_release_locked(p, s);
+    } else {
+        s->killed = true;
+        pypool__signal_group(s->child.pid, SIGKILL);
+        p->counters.protocol_errors++;
+        s->break_reason = PYPOOL__BREAK_PROTO;
+        pypool__transition(s, PYPOOL__EV_BREAK);
+    }
+    pypool__unlock(&p->mu);
+}
+
+/* A bad frame from a worker the reaper talks to. */
+static void reply_channel_broken(pypool *p, pypool__slot *s, int rc)
+{
+    if (rc == PYPOOL_EWORKER)
+        return; /* EOF: the exit event follows and reports the status */
+    if (s->state == PYPOOL_SLOT_STARTING) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "worker pid %d wrote garbage instead of Hello", s->child.pid);
+        start_failed(p, s, msg);
+        return;
+    }
+    pypool__lock(&p->mu);
+    s->killed = true;
+    pypool__signal_group(s->child.pid, SIGKILL);
+    p->counters.protocol_errors++;
+    s->break_reason = PYPOOL__BREAK_PROTO;
+    pypool__transition(s, PYPOOL__EV_BREAK);
+    pypool__unlock(&p->mu);
+}
+
+void pypool__on_slot_reply(pypool *p, pypool__slot *s)
+{
+    int rc = pypool__reader_fill(&s->reader);
+    const uint8_t *body;
+    uint32_t len;
+    while (rc >= 0 && (rc = pypool__reader_next(&s->reader, &body, &len)) == 1) {
+        Pypool__Envelope *env = pypool__envelope_decode(body, len);
+        if (!env) {
+            rc = PYPOOL_EPROTO;
+            break;
+        }
+        bool more = false;
+        if (s->state == PYPOOL_SLOT_STARTING)
+            more = handle_hello_frame(p, s, env);
+        else
+            pong_received(p, s, env);
+        pypool__envelope_free(env);
+        if (!more)
+            return;
+    }
+    if (rc < 0)
+        reply_channel_broken(p, s, rc);
+}
+
+/* ---- exits ------------------------------------------------------------------------------- */
+
+/* The start failed because the child exited: report its status and stderr tail. */
+static void exited_while_starting_locked(pypool *p, pypool__slot *s, int status)
+{
+    char how[128], tail[PYPOOL__LOG_TAIL + 1], msg[PYPOOL__LOG_TAIL + 512];
+    pypool__describe_status(status, how, sizeof how);
+    pypool__logbuf_tail(&s->log, tail, sizeof tail);
+    snprintf(msg, sizeof msg, "worker pid %d %s before saying Hello%s%s", s->child.pid, how,
+             tail[0] ? "; its output ended with:\n" : " (no output)", tail);
+    start_failed_locked(p, s, msg);
+}
+
+/* Crash of a worker that was serving: backoff grows unless it had been up a while. */
+static void schedule_crash_restart_locked(pypool *p, pypool__slot *s, int64_t now)
+{
+    if (now - s->ready_ns > PYPOOL__BACKOFF_RESET_MS * PYPOOL__MS)
+        s->backoff_ms = p->cfg.restart_backoff_min_ms;
+    int64_t delay = s->backoff_ms;
+    /* +-20% jitter so workers that crashed together do not restart in lockstep */
+    int64_t spread = delay / 5;
+    if (spread > 0)
+        delay += (int64_t)(pypool__rand(&p->rng) % (uint64_t)(2 * spread + 1)) - spread;
+    s->restart_at_ns = now + delay * PYPOOL__MS;
+    s->backoff_ms = s->backoff_ms * 2 > p->cfg.restart_backoff_max_ms
+                        ? p->cfg.restart_backoff_max_ms
+                        : s->backoff_ms * 2;
+}
+
+static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
+{
+    s->reaped = true;
+    s->exit_status = status;
+    bool expected = s->killed || p->shutting_down || s->state == PYPOOL_SLOT_BROKEN;
+    if (s->state == PYPOOL_SLOT_STARTING) {
+        exited_while_starting_locked(p, s, status);
+    } else if (s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_PINGING) {
+        pypool__idle_remove_locked(p, s);
+        s->break_reason = PYPOOL__BREAK_CRASH;
+        pypool__transition(s, PYPOOL__EV_BREAK);
+        pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+    }
+    if (!expected)
+        account_exit_locked(p, status);
+    pypool__cond_broadcast(&p->state_cv); /* a holder may wait for this exit status */
+}
+
+void pypool__on_slot_exit(pypool *p, pypool__slot *s)
+{
+    pypool__lock(&p->mu);
+    pid_t pid = s->child.pid;
+    bool live = pid > 0 && !s->reaped;
+    pypool__unlock(&p->mu);
+    if (!live)
+        return;
+    /* All the child wrote is in the pipe now: read it before reporting (stderr tail). */
+    drain_log(p, &s->child.log_fd, &s->log, pid, false);
+    pypool__lock(&p->mu);
+    pypool__signal_group(pid, SIGKILL);
+    int status = 0;
+    int r = pypool__try_reap(pid, &status);
+    if (r != 0) {
+        char how[128];
+        pypool__describe_status(status, how, sizeof how);
+        bool quiet = s->killed || p->shutting_down || s->state == PYPOOL_SLOT_BROKEN;
+        slot_child_exited_locked(p, s, r < 0 ? 0 : status);
+        pypool__unlock(&p->mu);
+        pypool__log(p, quiet ? PYPOOL_LOG_INFO : PYPOOL_LOG_WARN, pid, "worker %s", how);
+        return;
+    }
+    pypool__unlock(&p->mu);
+}
+
+void pypool__poll_exits(pypool *p)
+{
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->child.pid > 0 && s->child.pidfd < 0)
+            pypool__on_slot_exit(p, s);
+    }
+    for (unsigned i = p->ndying; i-- > 0;)
+        if (p->dying[i].pidfd < 0)
+            pypool__on_dying_event(p, i);
+}
+
+/* ---- broken slots ------------------------------------------------------------------------ */
+
+static void log_break(pypool *p, int pid, int reason)
+{
+    static const char *const what[] = {
+        [PYPOOL__BREAK_CRASH] = "died",
+        [PYPOOL__BREAK_PROTO] = "broke the protocol",
+        [PYPOOL__BREAK_TIMEOUT] = "was killed after a call timed out",
+        [PYPOOL__BREAK_PING] = "did not answer a ping",
+        [PYPOOL__BREAK_RETIRE] = "is recycled",
+        [PYPOOL__BREAK_SHUTDOWN] = "is stopped (shutdown)",
+    };
+    if (reason > 0 && reason <= PYPOOL__BREAK_SHUTDOWN && pid > 0)
+        pypool__log(p, PYPOOL_LOG_INFO, pid, "worker %s%s", what[reason],
+                    reason == PYPOOL__BREAK_SHUTDOWN ? "" : "; replacing it");
+}
+
+void pypool__retire_broken(pypool *p)
+{
+    int pids[p->cfg.size], reasons[p->cfg.size];
+    unsigned n = 0;
+    pypool__lock(&p->mu);
+    int64_t now = pypool__now_ns();
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        pypool__slot *s = &p->slots[i];
+        if (s->state != PYPOOL_SLOT_BROKEN)
+            continue;
+        int reason = s->break_reason;
+        pids[n] = s->child.pid;
+        reasons[n++] = reason;
+        int64_t term_at = now;
+        if (reason == PYPOOL__BREAK_RETIRE)
+            term_at = now + PYPOOL__RETIRE_GRACE_MS * PYPOOL__MS;
+        if (reason == PYPOOL__BREAK_SHUTDOWN)
+            term_at = p->shutdown_started_ns + p->cfg.shutdown_grace_ms * PYPOOL__MS;
+        if (reason == PYPOOL__BREAK_RETIRE)
+            p->counters.recycles++;
+        if (reason == PYPOOL__BREAK_CRASH && !s->reaped && !s->killed)
+            account_exit_locked(p, 0); /* hung up before the reaper saw it exit */
+        release_child_locked(p, s, reason, term_at);
+        if (p->shutting_down) {
+            pypool__transition(s, PYPOOL__EV_STOP);
+            continue;
+        }
+        pypool__transition(s, PYPOOL__EV_BACKOFF);
+        if (reason == PYPOOL__BREAK_CRASH)
+            schedule_crash_restart_locked(p, s, now);
+        else
+            s->restart_at_ns = now; /* we chose to replace it: no reason to wait */
+    }
+    pypool__unlock(&p->mu);
+    for (unsigned k = 0; k < n; k++)
+        log_break(p, pids[k], reasons[k]);
+}

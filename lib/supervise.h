@@ -1,0 +1,40 @@
+/*
+ * supervise.h - what the reaper does to slots and children: start workers, accept their
+ * Hello, ping them, notice and account for exits, retire broken workers, restart with
+ * backoff, and stop everything at shutdown. Called only from the reaper thread (reaper.c).
+ */
+#ifndef PYPOOL_SUPERVISE_H
+#define PYPOOL_SUPERVISE_H
+
+#include "pool.h"
+
+#define PYPOOL__BACKOFF_RESET_MS 10000 /* a worker up this long resets its slot's backoff */
+#define PYPOOL__RETIRE_GRACE_MS  2000  /* a retired worker gets this long to exit on its own */
+#define PYPOOL__TERM_TO_KILL_MS  300   /* SIGTERM, then SIGKILL this much later */
+
+/* Spawns every slot that is due (wanted EMPTY, BACKOFF past its delay). */
+void pypool__start_due(pypool *p);
+/* Moves the children of BROKEN slots to the dying list and schedules their restart. */
+void pypool__retire_broken(pypool *p);
+
+/* fd events */
+void pypool__on_slot_exit(pypool *p, pypool__slot *s);
+void pypool__on_slot_reply(pypool *p, pypool__slot *s); /* Hello or Pong */
+void pypool__on_slot_log(pypool *p, pypool__slot *s);
+void pypool__on_dying_event(pypool *p, unsigned i);
+
+/* With mu held: a start failed (msg says why); kills the child, backs off or gives up. */
+void pypool__slot_start_failed_locked(pypool *p, pypool__slot *s, const char *msg);
+/* With mu held, at shutdown: kills a starting worker and stops the slot. */
+void pypool__slot_start_abort_locked(pypool *p, pypool__slot *s);
+
+/* timers: returns the next deadline (ns) the loop must wake for, or PYPOOL__NO_DEADLINE */
+int64_t pypool__run_timers(pypool *p);
+
+/* shutdown: stops what can stop now; true once no child of the pool is left */
+bool pypool__shutdown_step(pypool *p);
+
+/* Without pidfds: reaps exited children with WNOHANG. */
+void pypool__poll_exits(pypool *p);
+
+#endif

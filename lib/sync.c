@@ -1,0 +1,100 @@
+/*
+ * sync.c - pthread wrappers that abort on impossible errors, monotonic condition variables,
+ * and the cancellation guard every blocking public function runs under.
+ *
+ * Why disable cancellation: a host thread cancelled inside pypool_call would otherwise leave
+ * the pool mutex locked or a worker checked out forever. Library calls are bounded by their
+ * deadlines, so deferring a cancel to the next cancellation point after we return is safe.
+ */
+#include "sync.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void check(int rc, const char *what)
+{
+    if (rc != 0) {
+        fprintf(stderr, "pypool: %s failed: %s\n", what, strerror(rc));
+        abort();
+    }
+}
+
+void pypool__mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t attr;
+    check(pthread_mutexattr_init(&attr), "pthread_mutexattr_init");
+#ifdef PYPOOL_DEBUG
+    check(pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK), "mutexattr_settype");
+#endif
+    check(pthread_mutex_init(mu, &attr), "pthread_mutex_init");
+    pthread_mutexattr_destroy(&attr);
+}
+
+void pypool__mutex_destroy(pthread_mutex_t *mu)
+{
+    check(pthread_mutex_destroy(mu), "pthread_mutex_destroy");
+}
+
+void pypool__lock(pthread_mutex_t *mu)
+{
+    check(pthread_mutex_lock(mu), "pthread_mutex_lock");
+}
+
+void pypool__unlock(pthread_mutex_t *mu)
+{
+    check(pthread_mutex_unlock(mu), "pthread_mutex_unlock");
+}
+
+void pypool__cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    check(pthread_condattr_init(&attr), "pthread_condattr_init");
+    check(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC), "pthread_condattr_setclock");
+    check(pthread_cond_init(cv, &attr), "pthread_cond_init");
+    pthread_condattr_destroy(&attr);
+}
+
+void pypool__cond_destroy(pthread_cond_t *cv)
+{
+    check(pthread_cond_destroy(cv), "pthread_cond_destroy");
+}
+
+void pypool__cond_signal(pthread_cond_t *cv)
+{
+    check(pthread_cond_signal(cv), "pthread_cond_signal");
+}
+
+void pypool__cond_broadcast(pthread_cond_t *cv)
+{
+    check(pthread_cond_broadcast(cv), "pthread_cond_broadcast");
+}
+
+bool pypool__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns)
+{
+    if (deadline_ns < 0) {
+        check(pthread_cond_wait(cv, mu), "pthread_cond_wait");
+        return true;
+    }
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    int rc = pthread_cond_timedwait(cv, mu, &ts);
+    if (rc == ETIMEDOUT)
+        return false;
+    check(rc, "pthread_cond_timedwait");
+    return true;
+}
+
+int pypool__nocancel_begin(void)
+{
+    int old = PTHREAD_CANCEL_ENABLE;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+
+void pypool__nocancel_end(int old_state)
+{
+    int ignored;
+    pthread_setcancelstate(old_state, &ignored);
+}

@@ -1,0 +1,30 @@
+/*
+ * sync.h - pthread wrappers that abort on an impossible error code (nng style), and monotonic
+ * condition variables. A mutex error here means memory corruption or a lock-order bug: there
+ * is nothing sensible to return to the caller.
+ */
+#ifndef PYPOOL_SYNC_H
+#define PYPOOL_SYNC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+void pypool__mutex_init(pthread_mutex_t *mu);
+void pypool__mutex_destroy(pthread_mutex_t *mu);
+void pypool__lock(pthread_mutex_t *mu);
+void pypool__unlock(pthread_mutex_t *mu);
+
+/* Condition variables on CLOCK_MONOTONIC. */
+void pypool__cond_init(pthread_cond_t *cv);
+void pypool__cond_destroy(pthread_cond_t *cv);
+void pypool__cond_signal(pthread_cond_t *cv);
+void pypool__cond_broadcast(pthread_cond_t *cv);
+/* Waits until signalled or the absolute monotonic deadline (ns; < 0 = none). False on timeout. */
+bool pypool__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns);
+
+/* Disables thread cancellation for the duration of a library call (restored by the pair). */
+int pypool__nocancel_begin(void);
+void pypool__nocancel_end(int old_state);
+
+#endif
