@@ -162,6 +162,19 @@ static int read_reply(pypool *p, pypool__slot *s, uint64_t id, const char *metho
     }
 }
 
+/* The worker died without reading a byte of the request: it never saw it. */
+static bool never_read(const pypool__slot *s, size_t written)
+{
+    return written > 0 && pypool__unread_requests(&s->child) >= written;
+}
+
+static int not_sent(pypool__slot *s, int *reason)
+{
+    (void)s;
+    *reason = PYPOOL__BREAK_CRASH;
+    return PYPOOL__ENOTSENT;
+}
+
 static int64_t ms_left(int64_t deadline_ns)
 {
     if (deadline_ns < 0)
@@ -189,13 +202,11 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
         return fail(out, rc, "out of memory encoding the request");
     struct iovec iov[2] = {{s->wbuf.data, s->wbuf.len}, {(void *)payload, len}};
     size_t written = 0;
-    rc = pypool__frame_write(s->child.req_fd, iov, len ? 2 : 1, deadline_ns, &written);
-    if (rc == PYPOOL_EWORKER && written == 0) {
-        *reason = PYPOOL__BREAK_CRASH;
-        return PYPOOL__ENOTSENT;
-    }
+    rc = pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, iov, len ? 2 : 1, deadline_ns,
+                                  &written);
     if (rc == PYPOOL_EWORKER)
-        return channel_broken(p, s, rc, method, out, reason);
+        return never_read(s, written) ? not_sent(s, reason)
+                                      : channel_broken(p, s, rc, method, out, reason);
     if (rc == PYPOOL_ETIMEDOUT)
         return timed_out(p, s, method, out, reason);
     if (rc) {
@@ -203,7 +214,13 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
         *reason = PYPOOL__BREAK_PROTO;
         return fail(out, PYPOOL_ESYS, "writing the request failed");
     }
-    return read_reply(p, s, h.id, method, deadline_ns, out, reason);
+    rc = read_reply(p, s, h.id, method, deadline_ns, out, reason);
+    if (rc == PYPOOL_EWORKER && *reason == PYPOOL__BREAK_CRASH && never_read(s, written)) {
+        free(out->error_message);
+        out->error_message = NULL;
+        return not_sent(s, reason);
+    }
+    return rc;
 }
 
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason)
@@ -213,7 +230,7 @@ int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_i
         return PYPOOL_ENOMEM;
     struct iovec iov = {s->wbuf.data, s->wbuf.len};
     int64_t deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
-    int rc = pypool__frame_write(s->child.req_fd, &iov, 1, deadline, NULL);
+    int rc = pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, &iov, 1, deadline, NULL);
     if (rc) {
         pypool__slot_kill(p, s);
         *reason = rc == PYPOOL_EWORKER ? PYPOOL__BREAK_CRASH : PYPOOL__BREAK_TIMEOUT;
@@ -223,8 +240,7 @@ int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_i
 
 bool pypool__slot_channel_dirty(const pypool__slot *s)
 {
-    if (s->reader.err || s->reader.end > s->reader.start + s->reader.pending)
-        return true;
-    struct pollfd pfd = {.fd = s->child.resp_fd, .events = POLLIN};
-    return poll(&pfd, 1, 0) != 0;
+    /* No system call here: a worker that died idle is caught by the reaper (pidfd) or, in
+     * the window before it, by the write/EOF path (never_read: the request is retried). */
+    return s->reader.err || s->reader.end > s->reader.start + s->reader.pending;
 }

@@ -7,9 +7,10 @@
  *   the buffer shrinks back once the large frame is consumed, so an idle worker does not pin
  *   a 50 MiB buffer.
  * - Writes go to an O_NONBLOCK pipe so a worker that stops reading cannot block the caller
- *   past its deadline. SIGPIPE is blocked in the writing thread only, for the duration of the
- *   write, and a SIGPIPE our write raised is consumed before the mask is restored: the
- *   process-wide disposition is never touched.
+ *   past its deadline. The pool's own writes use frame_write_held: the pool keeps a read end
+ *   of every request pipe, so EPIPE (and SIGPIPE) cannot happen. The generic frame_write
+ *   blocks SIGPIPE in the writing thread only, for the duration of the write, and consumes a
+ *   SIGPIPE its write raised: the process-wide disposition is never touched.
  */
 #define _GNU_SOURCE
 #include "frame.h"
@@ -195,7 +196,23 @@ static void consume_sigpipe(void)
         ;
 }
 
-static int write_loop(int fd, struct iovec *iov, int iovcnt, int64_t deadline_ns, size_t *written)
+/* Waits until fd is writable; a hangup on hup_fd (if >= 0) means the reader died. */
+static int wait_writable(int fd, int hup_fd, int64_t deadline_ns)
+{
+    struct pollfd pfd[2] = {{.fd = fd, .events = POLLOUT}, {.fd = hup_fd, .events = 0}};
+    int timeout = pypool__poll_timeout_ms(deadline_ns);
+    if (timeout == 0)
+        return PYPOOL_ETIMEDOUT;
+    int ready = poll(pfd, hup_fd >= 0 ? 2 : 1, timeout);
+    if (ready < 0 && errno != EINTR)
+        return PYPOOL_ESYS;
+    if (ready > 0 && hup_fd >= 0 && (pfd[1].revents & (POLLHUP | POLLERR)))
+        return PYPOOL_EWORKER;
+    return 0; /* writable, EINTR or timeout: the caller retries and rechecks the deadline */
+}
+
+static int write_loop(int fd, int hup_fd, struct iovec *iov, int iovcnt, int64_t deadline_ns,
+                      size_t *written)
 {
     while (iovcnt > 0) {
         ssize_t n = writev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
@@ -204,27 +221,24 @@ static int write_loop(int fd, struct iovec *iov, int iovcnt, int64_t deadline_ns
             iov_advance(&iov, &iovcnt, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EPIPE) {
-            consume_sigpipe();
+        if (n < 0 && errno == EPIPE)
             return PYPOOL_EWORKER;
-        }
-        if (n < 0 && errno != EAGAIN && errno != EINTR)
-            return PYPOOL_ESYS;
         if (n < 0 && errno == EINTR)
             continue;
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int timeout = pypool__poll_timeout_ms(deadline_ns);
-        if (timeout == 0)
-            return PYPOOL_ETIMEDOUT;
-        int ready = poll(&pfd, 1, timeout);
-        if (ready < 0 && errno != EINTR)
+        if (n < 0 && errno != EAGAIN)
             return PYPOOL_ESYS;
-        if (ready > 0 && (pfd.revents & POLLERR)) {
-            /* The read end is closed: the next writev reports EPIPE. */
-            continue;
-        }
+        int rc = wait_writable(fd, hup_fd, deadline_ns);
+        if (rc)
+            return rc;
     }
     return 0;
+}
+
+int pypool__frame_write_held(int fd, int hup_fd, struct iovec *iov, int iovcnt, int64_t deadline_ns,
+                             size_t *written)
+{
+    size_t ignored = 0;
+    return write_loop(fd, hup_fd, iov, iovcnt, deadline_ns, written ? written : &ignored);
 }
 
 int pypool__frame_write(int fd, struct iovec *iov, int iovcnt, int64_t deadline_ns, size_t *written)
@@ -234,7 +248,9 @@ int pypool__frame_write(int fd, struct iovec *iov, int iovcnt, int64_t deadline_
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
     size_t ignored = 0;
-    int rc = write_loop(fd, iov, iovcnt, deadline_ns, written ? written : &ignored);
+    int rc = write_loop(fd, -1, iov, iovcnt, deadline_ns, written ? written : &ignored);
+    if (rc == PYPOOL_EWORKER)
+        consume_sigpipe();
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

@@ -6,6 +6,12 @@
  * wrong pipe. Every child-side fd is therefore moved to >= PYPOOL__FD_FLOOR before
  * posix_spawn, and all of them carry O_CLOEXEC, so the child ends up with exactly fds 0-4 and
  * no sibling's pipe (a leaked write end would keep another worker from ever seeing EOF).
+ *
+ * Why we keep a reader of the request pipe: while we hold a read end, writing to a dead
+ * worker can never fail with EPIPE, so it can never raise SIGPIPE in the host, and the hot
+ * path needs no signal-mask system calls. A dead worker shows as EOF on its reply pipe, and
+ * FIONREAD on our read end then tells whether the request was ever read (if not, it can be
+ * retried on another worker).
  */
 #define _GNU_SOURCE
 #include "proc.h"
@@ -17,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +36,7 @@
 void pypool__child_clear(pypool__child *c)
 {
     c->pid = 0;
-    c->pidfd = c->req_fd = c->resp_fd = c->log_fd = -1;
+    c->pidfd = c->req_fd = c->req_peek_fd = c->resp_fd = c->log_fd = -1;
 }
 
 void pypool__close_fd(int *fd)
@@ -46,6 +53,7 @@ void pypool__child_close_fds(pypool__child *c)
 {
     pypool__close_fd(&c->pidfd);
     pypool__close_fd(&c->req_fd);
+    pypool__close_fd(&c->req_peek_fd);
     pypool__close_fd(&c->resp_fd);
     pypool__close_fd(&c->log_fd);
 }
@@ -177,16 +185,24 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
         close_pipes(&cp);
         return rc == ENOMEM ? PYPOOL_ENOMEM : PYPOOL_ESPAWN;
     }
-    /* The child holds its ends now; ours must go or EOF would never be seen. */
-    pypool__close_fd(&cp.req[0]);
+    /* The child holds its ends now; the write ends must go or EOF would never be seen. */
     pypool__close_fd(&cp.resp[1]);
     pypool__close_fd(&cp.log[1]);
     out->pid = pid;
     out->pidfd = open_pidfd(pid);
     out->req_fd = cp.req[1];
+    out->req_peek_fd = cp.req[0];
     out->resp_fd = cp.resp[0];
     out->log_fd = cp.log[0];
     return 0;
+}
+
+size_t pypool__unread_requests(const pypool__child *c)
+{
+    int n = 0;
+    if (c->req_peek_fd < 0 || ioctl(c->req_peek_fd, FIONREAD, &n) != 0 || n < 0)
+        return 0;
+    return (size_t)n;
 }
 
 int pypool__try_reap(pid_t pid, int *status)

@@ -15,11 +15,12 @@
 #include <sys/types.h>
 
 typedef struct pypool__child {
-    pid_t pid;   /* 0: none */
-    int pidfd;   /* -1 where pidfd_open is unavailable (the reaper then polls with WNOHANG) */
-    int req_fd;  /* our write end of the child's fd 3 (O_NONBLOCK) */
-    int resp_fd; /* our read end of the child's fd 4 */
-    int log_fd;  /* our read end of the child's fds 1 and 2 (O_NONBLOCK) */
+    pid_t pid;       /* 0: none */
+    int pidfd;       /* -1 where pidfd_open is unavailable (the reaper then polls with WNOHANG) */
+    int req_fd;      /* our write end of the child's fd 3 (O_NONBLOCK) */
+    int req_peek_fd; /* our copy of the read end of fd 3: see proc.c, "Why we keep a reader" */
+    int resp_fd;     /* our read end of the child's fd 4 */
+    int log_fd;      /* our read end of the child's fds 1 and 2 (O_NONBLOCK) */
 } pypool__child;
 
 void pypool__child_clear(pypool__child *c);
@@ -34,6 +35,9 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
 
 /* Closes every fd of the child that is open (sets them to -1). The pid is left alone. */
 void pypool__child_close_fds(pypool__child *c);
+
+/* Bytes written to the child's request pipe that it has not read. */
+size_t pypool__unread_requests(const pypool__child *c);
 
 /* waitpid(pid, WNOHANG): 1 reaped (*status set), 0 still running, < 0 error (ECHILD...). */
 int pypool__try_reap(pid_t pid, int *status);

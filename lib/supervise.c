@@ -96,7 +96,7 @@ static void send_shutdown(pypool__slot *s)
     if (s->child.req_fd < 0 || pypool__encode_shutdown(&s->wbuf) != 0)
         return;
     struct iovec iov = {s->wbuf.data, s->wbuf.len};
-    (void)pypool__frame_write(s->child.req_fd, &iov, 1, 0, NULL);
+    (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, NULL);
 }
 
 /*

@@ -110,7 +110,8 @@ static void send_pings(pypool *p, const timer_events *ev)
         if (pypool__encode_ping(&s->wbuf, s->ping_id) != 0)
             continue; /* the ping deadline replaces the worker */
         struct iovec iov = {s->wbuf.data, s->wbuf.len};
-        (void)pypool__frame_write(s->child.req_fd, &iov, 1, s->ping_deadline_ns, NULL);
+        (void)pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, &iov, 1,
+                                       s->ping_deadline_ns, NULL);
     }
 }
 

@@ -1,0 +1,47 @@
+"""Worker entry point: ``python -m pypool --module NAME`` (NAME: dotted module or path to a .py).
+
+The pool starts this with fds 3 (requests in) and 4 (responses out) already in place; see
+docs/PROTOCOL.md. Arguments are parsed by hand because argparse alone costs milliseconds of
+startup in every worker.
+"""
+
+import sys
+
+USAGE = "usage: python -m pypool --module NAME   (NAME: dotted module name or path/to/file.py)\n"
+
+
+def parse_module(argv):
+    """The --module value from argv, or None if the arguments are not understood."""
+    if len(argv) == 2 and argv[0] == "--module" and argv[1]:
+        return argv[1]
+    if len(argv) == 1 and argv[0].startswith("--module=") and len(argv[0]) > len("--module="):
+        return argv[0][len("--module="):]
+    return None
+
+
+def main(argv):
+    module_name = parse_module(argv)
+    if module_name is None:
+        sys.stderr.write(USAGE)
+        return 2
+    from pypool import _boot, _worker  # only now: keeps `import pypool` cheap
+    try:
+        _worker.run(module_name)
+    except SystemExit as exc:
+        # A handler called sys.exit(): really exit, with its status, without waiting for
+        # non-daemon threads the user may have started.
+        _boot.exit_now(_exit_status(exc.code))
+    return 0
+
+
+def _exit_status(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write("%s\n" % (code,))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

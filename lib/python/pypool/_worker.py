@@ -1,0 +1,189 @@
+"""The worker's serving loop: one frame in, at most one frame out, in order (docs/PROTOCOL.md).
+
+Request -> handler(payload, ctx) -> Response; Ping -> Pong; SessionClose -> drop the dict;
+Shutdown or EOF on fd 3 -> exit 0; a broken channel -> exit 3. SIGTERM exits at once while
+idle, and after the reply is sent while a handler runs.
+
+The Worker class does not own the fds: it takes a FrameReader and a send(head, tail) callable,
+so the unit tests can drive dispatch without a subprocess.
+"""
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+import pypool
+
+from . import _boot, _frames, _wire
+
+EXIT_OK = 0
+
+
+class Worker:
+    def __init__(self, registry, send, max_frame):
+        self._registry = registry
+        self._send = send
+        self._max_frame = max_frame
+        self._sessions = {}
+        # busy: a message is being handled; SIGTERM then waits for the reply instead of exiting.
+        self._busy = False
+        self._term_requested = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def install_sigterm(self):
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        if self._busy:
+            self._term_requested = True
+        else:
+            _boot.exit_now(EXIT_OK)
+
+    def serve(self, reader):
+        """Serve until EOF, Shutdown or SIGTERM; never returns."""
+        while True:
+            try:
+                body = reader.read_frame()
+            except _frames.ProtocolError as exc:
+                _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
+            if body is None:
+                _boot.exit_now(EXIT_OK)
+            self._busy = True
+            kind, message = _wire.decode(body)
+            body = None  # a big frame's bytes need not stay alive while its handler runs
+            self.dispatch(kind, message)
+            self._busy = False
+            if self._term_requested:
+                _boot.exit_now(EXIT_OK)
+
+    # --- dispatch --------------------------------------------------------------------------
+    def handle_frame(self, body):
+        self.dispatch(*_wire.decode(body))
+
+    def dispatch(self, kind, message):
+        if kind == "request":
+            self.handle_request(message)
+        elif kind == "ping":
+            self._send(_wire.pong_frame(message.id))
+        elif kind == "session_close":
+            self._sessions.pop(message.session_id, None)
+        elif kind == "shutdown":
+            _boot.exit_now(EXIT_OK)
+        else:
+            raise _frames.ProtocolError("unexpected message from the pool: %s" % kind)
+
+    def handle_request(self, req):
+        received_at = time.monotonic()
+        request_id = req.id
+        method = req.method
+        fn = self._registry.get(method)
+        if fn is None:
+            self._send_error(request_id, "NoSuchMethod",
+                             "no handler named %r (registered: %s)"
+                             % (method, ", ".join(sorted(self._registry)) or "none"), "")
+            return
+        ctx = self._context(req, request_id, method, received_at)
+        try:
+            result = fn(req.payload, ctx)
+        except Exception as exc:
+            self._send_exception(request_id, exc)
+            return
+        self._send_result(request_id, method, result)
+
+    def _context(self, req, request_id, method, received_at):
+        session_id = req.session_id
+        if session_id:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = {}
+        else:
+            session_id = session = None
+        return pypool.Context(request_id, method, req.deadline_ms, session, session_id,
+                              received_at)
+
+    # --- replies ---------------------------------------------------------------------------
+    def _send_result(self, request_id, method, result):
+        payload = _as_payload(result)
+        if payload is None:
+            self._send_error(request_id, "TypeError",
+                             "handler %r returned %s; expected bytes, bytearray, memoryview, "
+                             "str or None" % (method, type(result).__name__), "")
+            return
+        head, body_size = _wire.ok_response_frame(request_id, payload)
+        if body_size > self._max_frame:
+            self._send_error(request_id, "FrameTooLarge",
+                             "reply of %d bytes exceeds the frame limit of %d bytes"
+                             % (body_size, self._max_frame), "")
+            return
+        self._send(head, payload)
+
+    def _send_exception(self, request_id, exc):
+        # Skip our own frame: the traceback starts at the user's handler.
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
+        self._send_error(request_id, type(exc).__name__, _safe_str(exc), tb_text)
+
+    def _send_error(self, request_id, error_type, message, tb_text):
+        data = _wire.error_frame(request_id, error_type, message, tb_text)
+        if len(data) - _frames.HEADER_SIZE > self._max_frame:
+            # Under a tiny frame limit even an error can be too big: keep the type, cut the rest.
+            budget = max(0, self._max_frame // 2 - len(error_type) - 32)
+            data = _wire.error_frame(request_id, error_type, message[:budget], "")
+        self._send(data)
+
+
+def _as_payload(result):
+    """The reply bytes for a handler's return value, or None if the type is not allowed."""
+    kind = type(result)
+    if kind is bytes or kind is bytearray:
+        return result
+    if result is None:
+        return b""
+    if isinstance(result, str):
+        return result.encode("utf-8", "surrogateescape")
+    if isinstance(result, (bytes, bytearray)):
+        return result
+    if isinstance(result, memoryview):
+        # len() of a memoryview counts items, not bytes: flatten odd formats/layouts to bytes.
+        if result.c_contiguous:
+            return result.cast("B")
+        return result.tobytes()
+    return None
+
+
+def _safe_str(exc):
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not lose the error reply
+        return "<unprintable %s>" % type(exc).__name__
+
+
+def _fd_sender(fd):
+    def send(head, tail=b""):
+        _frames.write_frame(fd, head, tail)
+    return send
+
+
+def run(module_name):
+    """Boot sequence of PROTOCOL.md, then serve; never returns."""
+    _boot.set_parent_death_signal()
+    parent = _boot.expected_parent_pid()
+    _boot.check_parent(parent)
+    _boot.check_protocol_version(_wire.PROTOCOL_VERSION)
+    _boot.start_parent_watchdog(parent)
+    _boot.setup_stdio()
+    _boot.protect_channel_fds()
+    max_frame = _boot.max_frame_bytes()
+    worker = Worker(pypool._registry, _fd_sender(_boot.RESPONSE_FD), max_frame)
+    worker.install_sigterm()
+    _boot.import_user_module(module_name)
+    try:
+        worker._send(_wire.hello_frame(os.getpid(), sys.version, pypool._handler_names()))
+        worker.serve(_frames.FrameReader(_boot.REQUEST_FD, max_frame))
+    except _frames.ProtocolError as exc:
+        _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
+    except BrokenPipeError:
+        # The pool closed our response pipe: nobody is left to talk to.
+        _boot.fail(_boot.EXIT_PROTOCOL, "response pipe closed by the pool")

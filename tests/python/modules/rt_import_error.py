@@ -1,0 +1,3 @@
+"""Worker module for tests/python that fails at import time."""
+
+raise RuntimeError("boom at import")

@@ -1,0 +1,348 @@
+"""Unit tests of the pypool package without a subprocess: registration, Context, framing,
+the hand-encoded Response, and the Worker's dispatch driven through a captured send()."""
+
+import array
+import os
+import threading
+import time
+import unittest
+
+import harness  # noqa: F401  (puts the built runtime on sys.path)
+from harness import pb
+
+import pypool
+from pypool import _frames, _wire, _worker
+
+
+class RegistryIsolation(unittest.TestCase):
+    """Each test gets an empty registry; the real one is restored afterwards."""
+
+    def setUp(self):
+        self._saved = dict(pypool._registry)
+        pypool._registry.clear()
+
+    def tearDown(self):
+        pypool._registry.clear()
+        pypool._registry.update(self._saved)
+
+
+class TestRegistration(RegistryIsolation):
+    def test_bare_decorator_uses_function_name(self):
+        @pypool.handler
+        def echo(payload, ctx):
+            return payload
+
+        self.assertIs(pypool._registry["echo"], echo)
+        self.assertEqual(echo(b"a", None), b"a")  # still callable directly
+
+    def test_named_decorator(self):
+        @pypool.handler("other-name")
+        def f(payload, ctx):
+            return b""
+
+        self.assertIs(pypool._registry["other-name"], f)
+        self.assertNotIn("f", pypool._registry)
+
+    def test_empty_call_decorator(self):
+        @pypool.handler()
+        def g(payload, ctx):
+            return b""
+
+        self.assertIs(pypool._registry["g"], g)
+
+    def test_duplicate_name_raises(self):
+        pypool.handler("dup")(lambda p, c: b"")
+        with self.assertRaises(ValueError):
+            pypool.handler("dup")(lambda p, c: b"")
+
+    def test_bad_names(self):
+        with self.assertRaises(ValueError):
+            pypool.handler("")(lambda p, c: b"")
+        with self.assertRaises(TypeError):
+            pypool.handler(42)
+
+    def test_handler_names_sorted(self):
+        for name in ("b", "a", "c"):
+            pypool.handler(name)(lambda p, c: b"")
+        self.assertEqual(pypool._handler_names(), ["a", "b", "c"])
+
+    def test_import_is_cheap(self):
+        # `import pypool` must not drag in protobuf; run in a fresh interpreter to see.
+        import subprocess
+        import sys
+        code = ("import sys, pypool; bad = [m for m in sys.modules if m.startswith('google') "
+                "or m in ('pypool._worker', 'pypool.pypool_pb2')]; print(bad)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=harness.RUNTIME_DIR), check=True)
+        self.assertEqual(out.stdout.strip(), "[]")
+
+
+class TestContext(unittest.TestCase):
+    def test_no_deadline(self):
+        ctx = pypool.Context(7, "m", 0, None, None)
+        self.assertIsNone(ctx.remaining())
+        self.assertEqual((ctx.request_id, ctx.method, ctx.deadline_ms), (7, "m", 0))
+        self.assertIsNone(ctx.session)
+        self.assertIsNone(ctx.session_id)
+
+    def test_deadline_counts_down(self):
+        ctx = pypool.Context(1, "m", 1000, None, None, received_at=time.monotonic() - 0.25)
+        self.assertTrue(0.6 < ctx.remaining() <= 0.75, ctx.remaining())
+        expired = pypool.Context(1, "m", 10, None, None, received_at=time.monotonic() - 1)
+        self.assertEqual(expired.remaining(), 0.0)
+
+    def test_slots(self):
+        with self.assertRaises(AttributeError):
+            pypool.Context().anything = 1
+
+
+class TestWire(unittest.TestCase):
+    def test_varint(self):
+        self.assertEqual(_wire.varint(0), b"\0")
+        for value in (1, 127, 128, 300, 2**32, 2**64 - 1):
+            ping = pb.Ping(id=value).SerializeToString()
+            self.assertEqual(ping[1:], _wire.varint(value))  # after the 0x08 tag of Ping.id
+
+    def test_ok_response_matches_pb2(self):
+        for req_id in (0, 1, 127, 128, 2**63, 2**64 - 1):
+            for size in (0, 1, 127, 128, 300, 16383, 16384, 70000):
+                payload = os.urandom(size)
+                head, body_size = _wire.ok_response_frame(req_id, payload)
+                data = head + payload
+                self.assertEqual(len(data), 4 + body_size)
+                self.assertEqual(_frames.HEADER.unpack(data[:4])[0], body_size)
+                env = pb.Envelope.FromString(data[4:])
+                self.assertEqual(env.WhichOneof("msg"), "response")
+                self.assertEqual(env.response.id, req_id)
+                self.assertEqual(env.response.payload, payload)
+                self.assertFalse(env.response.HasField("error"))
+
+    def test_decode_garbage(self):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the C++ backend warns about the partial parse
+            for garbage in (b"hello-not-protobuf", b"\x12\x05\x08\x01", b"\xff"):
+                with self.assertRaises(_frames.ProtocolError, msg=garbage):
+                    _wire.decode(garbage)
+
+    def test_error_text_with_surrogates(self):
+        data = _wire.error_frame(1, "E", "bad \udcff byte", "tb")
+        env = pb.Envelope.FromString(data[4:])
+        self.assertIn("bad", env.response.error.message)
+
+
+class TestFastRequestParser(unittest.TestCase):
+    """The hand parser for big requests must agree with pypool_pb2, or step aside (None)."""
+
+    def check_same(self, body):
+        fast = _wire._fast_request(body)
+        self.assertIsNotNone(fast)
+        ref = pb.Envelope.FromString(body).request
+        for name in ("id", "method", "payload", "session_id", "deadline_ms"):
+            self.assertEqual(getattr(fast, name), getattr(ref, name), name)
+
+    def test_agrees_with_pb2(self):
+        for req_id in (0, 1, 300, 2**64 - 1):
+            for deadline in (0, 1, 30000, -5):
+                for size in (0, 1, 200, 70000):
+                    req = pb.Request(id=req_id, method="m\u00e9thod", payload=os.urandom(size),
+                                     session_id="s\u00efd" if size else "", deadline_ms=deadline)
+                    self.check_same(pb.Envelope(request=req).SerializeToString())
+
+    def test_field_order_does_not_matter(self):
+        inner = b"\x1a\x02hi" + b"\x12\x04echo" + b"\x08\x07"
+        self.check_same(b"\x12" + _wire.varint(len(inner)) + inner)
+
+    def test_steps_aside_on_odd_input(self):
+        ok = b"\x08\x07" + b"\x12\x04echo"
+        odd = [
+            b"\x22\x00",                                    # a ping, not a request
+            b"\x12\x04" + b"\x08\x07\x08\x08",                # field repeated (last wins in pb)
+            b"\x12\x08" + ok + b"\x30\x01",                   # unknown field 6
+            b"\x12\x06" + ok + b"\x22\x00",                   # trailing envelope field
+            b"\x12\x06" + b"\x08\x07" + b"\x12\x02\xff\xfe",    # method is not UTF-8
+            b"\x12\x05" + b"\x12\x09abc",                     # field runs past the end
+            b"\x12\x03" + b"\x08\xff\xff",                     # truncated varint
+        ]
+        for body in odd:
+            self.assertIsNone(_wire._fast_request(body), body)
+
+    def test_decode_uses_fast_path_for_big_frames(self):
+        body = pb.Envelope(request=pb.Request(id=3, method="echo",
+                                              payload=b"p" * (1 << 19))).SerializeToString()
+        kind, req = _wire.decode(body)
+        self.assertEqual(kind, "request")
+        self.assertIsInstance(req, _wire.FastRequest)
+        self.assertEqual((req.id, req.method, len(req.payload)), (3, "echo", 1 << 19))
+
+
+class TestFrames(unittest.TestCase):
+    def setUp(self):
+        self.r, self.w = os.pipe()
+
+    def tearDown(self):
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def test_clean_eof(self):
+        os.close(self.w)
+        self.assertIsNone(_frames.FrameReader(self.r, 100).read_frame())
+
+    def test_frames_in_one_read(self):
+        os.write(self.w, b"\0\0\0\3abc\0\0\0\0\0\0\0\2de")
+        reader = _frames.FrameReader(self.r, 100)
+        self.assertEqual([reader.read_frame() for _ in range(3)], [b"abc", b"", b"de"])
+
+    def test_oversize(self):
+        os.write(self.w, b"\0\0\0\x65")
+        with self.assertRaisesRegex(_frames.ProtocolError, "exceeds"):
+            _frames.FrameReader(self.r, 100).read_frame()
+
+    def test_eof_in_header_and_body(self):
+        os.write(self.w, b"\0\0")
+        os.close(self.w)
+        with self.assertRaisesRegex(_frames.ProtocolError, "header"):
+            _frames.FrameReader(self.r, 100).read_frame()
+        r, w = os.pipe()
+        os.write(w, b"\0\0\0\x05ab")
+        os.close(w)
+        with self.assertRaisesRegex(_frames.ProtocolError, "2 of 5"):
+            _frames.FrameReader(r, 100).read_frame()
+        os.close(r)
+
+    def test_big_writev_round_trip(self):
+        tail = os.urandom(5 << 20)
+        writer = threading.Thread(target=_frames.write_frame,
+                                  args=(self.w, _frames.HEADER.pack(len(tail) + 3) + b"abc", tail))
+        writer.start()
+        body = _frames.FrameReader(self.r, 64 << 20).read_frame()
+        writer.join()
+        self.assertEqual(body, b"abc" + tail)
+
+
+class TestDispatch(RegistryIsolation):
+    """Worker.handle_frame with a send() that records the frames it would write."""
+
+    def setUp(self):
+        super().setUp()
+        self.sent = []
+        self.worker = _worker.Worker(pypool._registry, self._capture, 1 << 20)
+
+    def _capture(self, head, tail=b""):
+        self.sent.append(bytes(head) + bytes(tail))
+
+    def handle(self, envelope):
+        self.worker.handle_frame(envelope.SerializeToString())
+
+    def reply(self):
+        self.assertEqual(len(self.sent), 1)
+        env = pb.Envelope.FromString(self.sent.pop()[4:])
+        return env
+
+    def call(self, method, payload=b"", req_id=5, **kw):
+        self.handle(harness.request(req_id, method, payload, **kw))
+        env = self.reply()
+        self.assertEqual(env.WhichOneof("msg"), "response")
+        self.assertEqual(env.response.id, req_id)
+        return env.response
+
+    def test_echo(self):
+        pypool.handler("echo")(lambda p, c: p)
+        resp = self.call("echo", b"hi")
+        self.assertEqual(resp.payload, b"hi")
+        self.assertFalse(resp.HasField("error"))
+
+    def test_return_types(self):
+        pypool.handler("s")(lambda p, c: "h\u00e9")
+        pypool.handler("n")(lambda p, c: None)
+        pypool.handler("ba")(lambda p, c: bytearray(b"ba"))
+        pypool.handler("mv")(lambda p, c: memoryview(array.array("i", [1, 2])))
+        pypool.handler("bad")(lambda p, c: 3.5)
+        self.assertEqual(self.call("s").payload, "h\u00e9".encode())
+        self.assertEqual(self.call("n").payload, b"")
+        self.assertEqual(self.call("ba").payload, b"ba")
+        self.assertEqual(self.call("mv").payload, array.array("i", [1, 2]).tobytes())
+        bad = self.call("bad")
+        self.assertEqual(bad.error.type, "TypeError")
+        self.assertIn("float", bad.error.message)
+
+    def test_exception(self):
+        def boom(payload, ctx):
+            raise KeyError("nope")
+
+        pypool.handler("boom")(boom)
+        resp = self.call("boom")
+        self.assertEqual(resp.error.type, "KeyError")
+        self.assertEqual(resp.error.message, "'nope'")
+        self.assertIn("in boom", resp.error.traceback)
+        self.assertIn("KeyError: 'nope'", resp.error.traceback)
+        self.assertNotIn("handle_request", resp.error.traceback)
+
+    def test_no_such_method(self):
+        resp = self.call("missing")
+        self.assertEqual(resp.error.type, "NoSuchMethod")
+        self.assertIn("missing", resp.error.message)
+
+    def test_frame_too_large(self):
+        pypool.handler("big")(lambda p, c: b"x" * (1 << 20))
+        resp = self.call("big")
+        self.assertEqual(resp.error.type, "FrameTooLarge")
+
+    def test_error_fits_a_tiny_frame_limit(self):
+        def loud(payload, ctx):
+            raise RuntimeError("m" * 5000)
+
+        pypool.handler("loud")(loud)
+        self.worker = _worker.Worker(pypool._registry, self._capture, 1000)
+        resp = self.call("loud")
+        self.assertEqual(resp.error.type, "RuntimeError")
+        self.assertEqual(resp.error.traceback, "")
+        self.assertLess(len(resp.SerializeToString()), 1000)
+
+    def test_context_fields(self):
+        seen = {}
+
+        def look(payload, ctx):
+            seen.update(id=ctx.request_id, method=ctx.method, deadline=ctx.deadline_ms,
+                        remaining=ctx.remaining(), sid=ctx.session_id, session=ctx.session)
+            return b""
+
+        pypool.handler("look")(look)
+        self.call("look", req_id=9, deadline_ms=500)
+        self.assertEqual((seen["id"], seen["method"], seen["deadline"]), (9, "look", 500))
+        self.assertTrue(0.4 < seen["remaining"] <= 0.5)
+        self.assertIsNone(seen["sid"])
+        self.assertIsNone(seen["session"])
+
+    def test_sessions(self):
+        def count(payload, ctx):
+            ctx.session["n"] = ctx.session.get("n", 0) + 1
+            return str(ctx.session["n"]).encode()
+
+        pypool.handler("count")(count)
+        self.assertEqual(self.call("count", session_id="a").payload, b"1")
+        self.assertEqual(self.call("count", session_id="a").payload, b"2")
+        self.assertEqual(self.call("count", session_id="b").payload, b"1")
+        self.handle(pb.Envelope(session_close=pb.SessionClose(session_id="a")))
+        self.assertEqual(self.sent, [])  # no reply to SessionClose
+        self.assertEqual(self.call("count", session_id="a").payload, b"1")
+        self.assertEqual(self.call("count", session_id="b").payload, b"2")
+
+    def test_ping(self):
+        self.handle(pb.Envelope(ping=pb.Ping(id=77)))
+        env = self.reply()
+        self.assertEqual(env.WhichOneof("msg"), "pong")
+        self.assertEqual(env.pong.id, 77)
+
+    def test_unexpected_message(self):
+        with self.assertRaises(_frames.ProtocolError):
+            self.handle(pb.Envelope(hello=pb.Hello(pid=1)))
+        with self.assertRaises(_frames.ProtocolError):
+            self.handle(pb.Envelope())
+
+
+if __name__ == "__main__":
+    unittest.main()

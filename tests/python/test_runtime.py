@@ -1,0 +1,329 @@
+"""End-to-end tests of the worker runtime: a real `python -m pypool` subprocess driven over
+pipes on fds 3/4 exactly as the C pool drives it (docs/PROTOCOL.md)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+import harness
+from harness import Worker, pb
+
+RT_HANDLERS = sorted(["echo", "explicit-name", "fail", "give_str", "give_none", "give_int",
+                      "ctx_info", "count", "slow", "say", "hard_exit", "sys_exit", "big"])
+
+
+class WorkerTestCase(unittest.TestCase):
+    module = "rt_mod"
+
+    def start(self, module=None, **kw):
+        worker = Worker(module or self.module, **kw)
+        self.addCleanup(worker.close)
+        return worker
+
+    def started(self, **kw):
+        worker = self.start(**kw)
+        worker.hello()
+        return worker
+
+
+class TestHelloAndCalls(WorkerTestCase):
+    def test_hello(self):
+        worker = self.start()
+        hello = worker.hello()
+        self.assertEqual(hello.protocol_version, 1)
+        self.assertEqual(hello.pid, worker.proc.pid)
+        self.assertEqual(hello.python_version, sys.version)
+        self.assertEqual(list(hello.handlers), RT_HANDLERS)
+
+    def test_echo_sizes(self):
+        worker = self.started()
+        for req_id, size in enumerate((0, 1, 1 << 20, 20 << 20), start=1):
+            payload = os.urandom(size)
+            resp = worker.call("echo", payload, req_id=req_id)
+            self.assertFalse(resp.HasField("error"), resp.error)
+            self.assertEqual(resp.payload, payload, "size %d" % size)
+
+    def test_explicit_name(self):
+        self.assertEqual(self.started().call("explicit-name").payload, b"explicit")
+
+    def test_exception_then_keeps_serving(self):
+        worker = self.started()
+        resp = worker.call("fail", b"x1", req_id=3)
+        self.assertEqual(resp.error.type, "ValueError")
+        self.assertEqual(resp.error.message, "bad value: x1")
+        self.assertIn("Traceback (most recent call last)", resp.error.traceback)
+        self.assertIn("rt_mod.py", resp.error.traceback)
+        self.assertIn("ValueError: bad value: x1", resp.error.traceback)
+        self.assertEqual(worker.call("echo", b"still here", req_id=4).payload, b"still here")
+
+    def test_no_such_method(self):
+        resp = self.started().call("nope_not_here")
+        self.assertEqual(resp.error.type, "NoSuchMethod")
+        self.assertIn("nope_not_here", resp.error.message)
+
+    def test_return_conversions(self):
+        worker = self.started()
+        self.assertEqual(worker.call("give_str").payload, "h\u00e9llo".encode())
+        none = worker.call("give_none")
+        self.assertEqual(none.payload, b"")
+        self.assertFalse(none.HasField("error"))
+        bad = worker.call("give_int")
+        self.assertEqual(bad.error.type, "TypeError")
+        self.assertIn("int", bad.error.message)
+
+    def test_frame_too_large_reply(self):
+        worker = self.started(max_frame=1 << 20)
+        self.assertEqual(worker.call("big", b"%d" % (2 << 20)).error.type, "FrameTooLarge")
+        self.assertEqual(worker.call("big", b"1000").payload, b"z" * 1000)
+
+    def test_context(self):
+        worker = self.started()
+        info = json.loads(worker.call("ctx_info", req_id=41, deadline_ms=2000).payload)
+        self.assertEqual(info["request_id"], 41)
+        self.assertEqual(info["method"], "ctx_info")
+        self.assertEqual(info["deadline_ms"], 2000)
+        self.assertTrue(1.5 < info["remaining"] <= 2.0, info)
+        self.assertIsNone(info["session_id"])
+        self.assertFalse(info["has_session"])
+        info = json.loads(worker.call("ctx_info", session_id="s1").payload)
+        self.assertIsNone(info["remaining"])
+        self.assertEqual(info["session_id"], "s1")
+        self.assertTrue(info["has_session"])
+
+    def test_sessions(self):
+        worker = self.started()
+        count = lambda sid: worker.call("count", session_id=sid).payload  # noqa: E731
+        self.assertEqual([count("a"), count("a"), count("b"), count("a")], [b"1", b"2", b"1", b"3"])
+        worker.send(pb.Envelope(session_close=pb.SessionClose(session_id="a")))
+        self.assertEqual(count("a"), b"1")
+        self.assertEqual(count("b"), b"2")
+
+    def test_ping_pong(self):
+        worker = self.started()
+        worker.send(pb.Envelope(ping=pb.Ping(id=12345)))
+        env = worker.recv()
+        self.assertEqual(env.WhichOneof("msg"), "pong")
+        self.assertEqual(env.pong.id, 12345)
+
+    def test_print_goes_to_log_pipe(self):
+        worker = self.started()
+        resp = worker.call("say", b"hello log", req_id=8)
+        self.assertEqual(resp.payload, b"said")
+        # The next frame must still be in sync: nothing but frames was written to fd 4.
+        worker.send(pb.Envelope(ping=pb.Ping(id=9)))
+        self.assertEqual(worker.recv().pong.id, 9)
+        deadline = time.monotonic() + 5
+        while "said: hello log" not in worker.stdout and time.monotonic() < deadline:
+            time.sleep(0.01)  # line-buffered: arrives without waiting for exit
+        self.assertIn("said: hello log\n", worker.stdout)
+        worker.close_requests()
+        self.assertEqual(worker.wait(), 0)
+        self.assertIn("to stderr: hello log\n", worker.stderr)
+
+    def test_module_by_path(self):
+        path = os.path.join(harness.TEST_MODULES, "rt_mod.py")
+        worker = self.start(module=path)
+        self.assertEqual(list(worker.hello().handlers), RT_HANDLERS)
+        self.assertEqual(worker.call("echo", b"p").payload, b"p")
+
+
+class TestExits(WorkerTestCase):
+    def test_shutdown_exits_0(self):
+        worker = self.started()
+        worker.send(pb.Envelope(shutdown=pb.Shutdown()))
+        self.assertEqual(worker.wait(), 0)
+        self.assertIsNone(worker.recv())
+
+    def test_eof_exits_0(self):
+        worker = self.started()
+        worker.close_requests()
+        self.assertEqual(worker.wait(), 0)
+
+    def test_sigterm_idle_exits_promptly(self):
+        worker = self.started()
+        start = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(worker.wait(), 0)
+        self.assertLess(time.monotonic() - start, 2.0)
+
+    def test_sigterm_during_handler_delivers_reply(self):
+        worker = self.started()
+        worker.send(harness.request(21, "slow", b"0.6"))
+        time.sleep(0.2)
+        worker.proc.send_signal(signal.SIGTERM)
+        env = worker.recv()
+        self.assertEqual(env.response.id, 21)
+        self.assertEqual(env.response.payload, b"done")
+        self.assertEqual(worker.wait(), 0)
+
+    def test_handler_exits_really_exit(self):
+        worker = self.started()
+        worker.send(harness.request(1, "hard_exit", b"5"))
+        self.assertIsNone(worker.recv())
+        self.assertEqual(worker.wait(), 5)
+        worker = self.started()
+        worker.send(harness.request(1, "sys_exit", b"4"))
+        self.assertIsNone(worker.recv())
+        self.assertEqual(worker.wait(), 4)
+
+    def test_oversize_incoming_frame_exits_3(self):
+        worker = self.started(max_frame=1000)
+        worker.send_raw(b"\x00\x00\x03\xe9")  # 1001 > 1000
+        self.assertEqual(worker.wait(), 3)
+        self.assertIn("exceeds", worker.stderr)
+
+    def test_eof_inside_frame_exits_3(self):
+        worker = self.started()
+        worker.send_raw(b"\x00\x00\x00\x10abc")
+        worker.close_requests()
+        self.assertEqual(worker.wait(), 3)
+        self.assertIn("EOF inside a frame", worker.stderr)
+
+    def test_undecodable_exits_3(self):
+        worker = self.started()
+        worker.send_raw(b"\x00\x00\x00\x12hello-not-protobuf")
+        self.assertEqual(worker.wait(), 3)
+        self.assertIn("undecodable", worker.stderr)
+
+    def test_import_error_exits_1_with_traceback(self):
+        worker = self.start(module="rt_import_error")
+        self.assertEqual(worker.wait(), 1)
+        self.assertIsNone(worker.recv())  # never said Hello
+        self.assertIn("Traceback (most recent call last)", worker.stderr)
+        self.assertIn("RuntimeError: boom at import", worker.stderr)
+
+    def test_duplicate_handler_is_an_import_error(self):
+        worker = self.start(module="rt_duplicate")
+        self.assertEqual(worker.wait(), 1)
+        self.assertIn("ValueError", worker.stderr)
+
+    def test_protocol_version_mismatch_exits_1(self):
+        worker = self.start(extra_env={"PYPOOL_PROTOCOL_VERSION": "2"})
+        self.assertEqual(worker.wait(), 1)
+        self.assertIn("protocol 2", worker.stderr)
+
+    def test_missing_module_exits_1(self):
+        worker = self.start(module="no_such_module_anywhere")
+        self.assertEqual(worker.wait(), 1)
+        self.assertIn("ModuleNotFoundError", worker.stderr)
+
+    def test_wrong_parent_exits_1(self):
+        worker = self.start(parent_pid=os.getpid() + 100000)
+        self.assertEqual(worker.wait(), 1)
+        self.assertIsNone(worker.recv())
+        self.assertIn("parent", worker.stderr)
+
+    def test_worker_dies_with_its_host(self):
+        # A stand-in host starts a worker, then is SIGKILLed: PR_SET_PDEATHSIG (or the parent
+        # watchdog) must take the worker down with it.
+        code = ("import sys, time, harness\n"
+                "w = harness.Worker('rt_mod'); w.hello()\n"
+                "print(w.proc.pid, flush=True); time.sleep(60)\n")
+        host = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                env=dict(os.environ, PYTHONPATH=harness.HERE))
+        self.addCleanup(host.wait)
+        self.addCleanup(host.kill)
+        worker_pid = int(host.stdout.readline())
+        host.stdout.close()
+        host.kill()
+        deadline = time.monotonic() + 5
+        while _alive(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertFalse(_alive(worker_pid))
+
+    def test_grandchild_does_not_hold_response_pipe(self):
+        # fds 3/4 are close-on-exec in the worker: when it dies, the pool sees EOF at once even
+        # though a child it started lives on.
+        worker = self.started(module="echo_mod")
+        grandchild = int(worker.call("spawn_sleep").payload)
+        try:
+            worker.send(harness.request(2, "exit", b"9"))
+            self.assertIsNone(worker.recv(timeout=5))
+            self.assertEqual(worker.proc.wait(5), 9)
+        finally:
+            os.kill(grandchild, signal.SIGKILL)  # it holds the log pipes: kill before wait()
+
+
+def _alive(pid):
+    """True while pid runs (a zombie waiting for init counts as dead)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+class TestCTestModules(WorkerTestCase):
+    """Smoke tests of tests/modules, which the C suites rely on."""
+
+    module = "echo_mod"
+
+    def test_echo_mod_handlers(self):
+        worker = self.start()
+        self.assertEqual(sorted(worker.hello().handlers), sorted([
+            "echo", "sleep", "raise_value", "pid", "count", "session_get", "session_set", "exit",
+            "print_lots", "spawn_sleep", "burn", "garbage", "ignore_sigterm", "stop_ponging",
+            "rss_grow"]))
+        self.assertEqual(worker.call("pid").payload, str(worker.proc.pid).encode())
+        self.assertEqual(worker.call("session_get").payload, b"nosession")
+        worker.call("session_set", b"v1", session_id="s")
+        self.assertEqual(worker.call("session_get", session_id="s").payload, b"v1")
+        self.assertEqual(worker.call("raise_value").error.message, "bad")
+        self.assertEqual(worker.call("print_lots", b"1000").payload, b"ok")
+        worker.close_requests()
+        self.assertEqual(worker.wait(), 0)
+        self.assertEqual(len(worker.stdout), 1000)
+        self.assertEqual(len(worker.stderr), 1000)
+
+    def test_stop_ponging(self):
+        worker = self.started()
+        self.assertEqual(worker.call("stop_ponging").payload, b"ok")
+        time.sleep(0.2)
+        worker.send(pb.Envelope(ping=pb.Ping(id=1)))
+        with self.assertRaises(TimeoutError):
+            worker.recv(timeout=0.5)
+
+    def test_die_third_call(self):
+        worker = self.started(module="die_third_call")
+        self.assertEqual(worker.call("work").payload, b"1")
+        self.assertEqual(worker.call("work").payload, b"2")
+        worker.send(harness.request(3, "work"))
+        self.assertIsNone(worker.recv())
+        self.assertEqual(worker.wait(), 5)
+
+    def test_other_import_modules(self):
+        self.assertEqual(self.started(module="echo_other").call("whoami").payload, b"other")
+        worker = self.start(module="stdout_before_hello")
+        self.assertEqual(list(worker.hello().handlers), ["echo"])
+        self.assertEqual(worker.call("echo", b"e").payload, b"e")
+        worker.close_requests()
+        worker.wait()
+        self.assertIn("stdout_before_hello line 2", worker.stdout)
+        worker = self.start(module="raise_on_import")
+        self.assertEqual(worker.wait(), 1)
+        self.assertIn("boom at import", worker.stderr)
+
+
+class TestRoundTripTime(WorkerTestCase):
+    def test_echo_16_bytes(self):
+        worker = self.started()
+        payload = b"0123456789abcdef"
+        frames = [harness.frame(harness.request(i, "echo", payload)) for i in range(5000)]
+        for i in range(200):  # warm up
+            worker.send_raw(frames[i])
+            worker.recv_body()
+        start = time.perf_counter()
+        for data in frames:
+            os.write(worker.req_w, data)
+            worker.recv_body()
+        per_call = (time.perf_counter() - start) / len(frames)
+        sys.stderr.write("\n  echo 16 B round trip: %.1f us per call\n" % (per_call * 1e6))
+        self.assertLess(per_call, 0.005)  # only catches disasters; the bench measures for real
+
+
+if __name__ == "__main__":
+    unittest.main()
