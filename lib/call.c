@@ -98,11 +98,14 @@ static int timed_out(pypool *p, pypool__slot *s, const char *method, pypool_resu
                 method, s->child.pid);
 }
 
+/* Takes a decoded string field; empty ones stay (protobuf-c may point them at a static ""). */
 static char *take_string(char **field)
 {
     char *s = *field;
+    if (!s || s == protobuf_c_empty_string || !*s)
+        return NULL;
     *field = NULL;
-    return s && *s ? s : (free(s), (char *)NULL);
+    return s;
 }
 
 /* Moves a decoded Response into the result. */

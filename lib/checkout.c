@@ -110,7 +110,7 @@ bool pypool__unservable_locked(const pypool *p)
 /* Lazy pools: ask the reaper for as many new workers as there are threads waiting for one. */
 static bool request_starts_locked(pypool *p)
 {
-    unsigned starting = 0, want = 1;
+    unsigned starting = 0, want = 0; /* the caller is already queued */
     for (pypool__waiter *w = p->wait_head; w; w = w->next)
         want += w->want < 0;
     for (unsigned i = 0; i < p->cfg.size; i++) {

@@ -96,6 +96,14 @@ static int pick_session_slot_locked(pypool *p)
     return best;
 }
 
+/* The worker that holds a session's state is still there (it may be busy). */
+static bool session_worker_alive_locked(const pypool__slot *s, uint64_t gen)
+{
+    bool live = s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_BUSY ||
+                s->state == PYPOOL_SLOT_PINGING;
+    return live && s->generation == gen && !s->reaped;
+}
+
 /*
  * Resolves which slot serves the session: *want = bound slot (or -1: any, bind after),
  * PYPOOL_ESESSION once if its worker is gone.
@@ -107,7 +115,7 @@ static int session_route(pypool *p, const char *session_id, int *want, uint64_t 
     pypool__lock(&p->mu);
     int rc = 0;
     if (pypool__session_lookup_locked(p, session_id, &slot, gen)) {
-        if (p->slots[slot].generation != *gen) {
+        if (!session_worker_alive_locked(&p->slots[slot], *gen)) {
             pypool__session_remove_locked(p, session_id);
             rc = PYPOOL_ESESSION;
         } else {

@@ -1,17 +1,12 @@
 /*
  * state.c - the slot state x event table (see state.h and DESIGN.md "Slot states").
  *
- *              SPAWN    HELLO START_FAIL CRASH_LOOP CHECKOUT CHECKIN BREAK  PING    PONG BACKOFF
- * WARM  STOP EMPTY      STARTING  -      -          -          -        -      -      -       - -
- * EMPTY STOPPED STARTING   -        IDLE   BACKOFF    FAILED      -        -      -      -       -
- * -       -     STOPPED IDLE       -         -      -          -         BUSY      -     BROKEN
- * PINGING  -    -       -     STOPPED BUSY       -         -      -          -          - IDLE
- * BROKEN  -       -    -       -     STOPPED PINGING    -         -      -          -          - -
- * BROKEN  -      IDLE  -       -     STOPPED BROKEN     STARTING  -      -          -          - -
- * -      -       -   BACKOFF  -     STOPPED BACKOFF    STARTING  -      -          -          - -
- * -      -       -    -       -     STOPPED FAILED     -         -      -          -          - -
- * -      -       -    -      EMPTY  STOPPED STOPPED    -         -      -          -          - -
- * -      -       -    -       -     STOPPED
+ * The table is next_state below: one row per state, one column per event, X where the event
+ * cannot happen in that state.
+ *
+ * EMPTY --CRASH_LOOP--> FAILED: when no slot can serve, the never-started slots of a lazy pool
+ * give up with the others (they would fail the same way). BROKEN --SPAWN--> is not used by
+ * the reaper today (it goes through BACKOFF with a zero delay) but is a valid shortcut.
  */
 #include "state.h"
 
@@ -32,18 +27,20 @@
 #define FAILED  PYPOOL_SLOT_FAILED
 #define STOPPED PYPOOL_SLOT_STOPPED
 
+/* clang-format off */
 static const signed char next_state[NSTATES][PYPOOL__EV_COUNT] = {
-    /*            SPAWN  HELLO START_F LOOP    OUT   IN    BREAK   PING  PONG BACKOFF WARM   STOP */
-    [EMPTY] = {START, X, X, X, X, X, X, X, X, X, EMPTY, STOPPED},
-    [START] = {X, IDLE, BACKOFF, FAILED, X, X, X, X, X, X, X, STOPPED},
-    [IDLE] = {X, X, X, X, BUSY, X, BROKEN, PING, X, X, X, STOPPED},
-    [BUSY] = {X, X, X, X, X, IDLE, BROKEN, X, X, X, X, STOPPED},
-    [PING] = {X, X, X, X, X, X, BROKEN, X, IDLE, X, X, STOPPED},
-    [BROKEN] = {START, X, X, X, X, X, X, X, X, BACKOFF, X, STOPPED},
-    [BACKOFF] = {START, X, X, X, X, X, X, X, X, X, X, STOPPED},
-    [FAILED] = {X, X, X, X, X, X, X, X, X, X, EMPTY, STOPPED},
-    [STOPPED] = {X, X, X, X, X, X, X, X, X, X, X, STOPPED},
+    /*           SPAWN  HELLO  START_F  LOOP    OUT   IN    BREAK   PING  PONG  BACKOFF  WARM   STOP */
+    [EMPTY]   = {START, X,     X,       FAILED, X,    X,    X,      X,    X,    X,       EMPTY, STOPPED},
+    [START]   = {X,     IDLE,  BACKOFF, FAILED, X,    X,    X,      X,    X,    X,       X,     STOPPED},
+    [IDLE]    = {X,     X,     X,       X,      BUSY, X,    BROKEN, PING, X,    X,       X,     STOPPED},
+    [BUSY]    = {X,     X,     X,       X,      X,    IDLE, BROKEN, X,    X,    X,       X,     STOPPED},
+    [PING]    = {X,     X,     X,       X,      X,    X,    BROKEN, X,    IDLE, X,       X,     STOPPED},
+    [BROKEN]  = {START, X,     X,       X,      X,    X,    X,      X,    X,    BACKOFF, X,     STOPPED},
+    [BACKOFF] = {START, X,     X,       X,      X,    X,    X,      X,    X,    X,       X,     STOPPED},
+    [FAILED]  = {X,     X,     X,       X,      X,    X,    X,      X,    X,    X,       EMPTY, STOPPED},
+    [STOPPED] = {X,     X,     X,       X,      X,    X,    X,      X,    X,    X,       X,     STOPPED},
 };
+/* clang-format on */
 
 void pypool__transition(pypool__slot *s, int event)
 {

@@ -165,6 +165,19 @@ void pypool__on_dying_event(pypool *p, unsigned i)
 
 /* ---- starting ---------------------------------------------------------------------------- */
 
+/*
+ * With mu held: no slot can serve. The slots never started (lazy) would fail the same way,
+ * so they are marked FAILED too, and every waiter gets PYPOOL_ESPAWN now instead of waiting
+ * out its deadline. pypool_warm starts them all again.
+ */
+static void give_up_locked(pypool *p)
+{
+    for (unsigned i = 0; i < p->cfg.size; i++)
+        if (p->slots[i].state == PYPOOL_SLOT_EMPTY)
+            pypool__transition(&p->slots[i], PYPOOL__EV_CRASH_LOOP);
+    pypool__fail_waiters_locked(p, -1, PYPOOL_ESPAWN);
+}
+
 /* With mu held: the slot's start failed; backoff or give up; tell warm and waiters. */
 static void start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
 {
@@ -189,7 +202,7 @@ static void start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
         s->restart_at_ns = pypool__now_ns() + delay * PYPOOL__MS;
     }
     if (pypool__unservable_locked(p))
-        pypool__fail_waiters_locked(p, -1, PYPOOL_ESPAWN);
+        give_up_locked(p);
     pypool__cond_broadcast(&p->state_cv);
 }
 
