@@ -173,8 +173,16 @@ static int wait_locked(pypool *p, int want, int64_t deadline_ns, pypool__slot **
     return rc;
 }
 
-int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait, pypool__slot **out,
-                     char **why)
+void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns)
+{
+    s->call_deadline_ns = call_deadline_ns;
+    if (call_deadline_ns > 0 &&
+        (p->reaper_wake_at_ns < 0 || call_deadline_ns < p->reaper_wake_at_ns))
+        pypool__reaper_wake_locked(p);
+}
+
+int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
+                     int64_t call_deadline_ns, pypool__slot **out, char **why)
 {
     *out = NULL;
     *why = NULL;
@@ -196,8 +204,11 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait, pypo
         *why = strdup(p->last_spawn_error);
     if (rc == PYPOOL_ETIMEDOUT)
         p->counters.timeouts++;
-    if (rc == 0)
+    if (rc == 0) {
         (*out)->holder = pthread_self();
+        atomic_store(&(*out)->call_abort, 0);
+        pypool__watch_deadline_locked(p, *out, call_deadline_ns);
+    }
     pypool__unlock(&p->mu);
     return rc;
 }
@@ -206,6 +217,10 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
 {
     pypool__lock(&p->mu);
     p->busy--;
+    s->call_deadline_ns = 0;
+    int aborted = atomic_load(&s->call_abort);
+    if (reason == PYPOOL__BREAK_NONE && aborted)
+        reason = aborted == PYPOOL_ETIMEDOUT ? PYPOOL__BREAK_TIMEOUT : PYPOOL__BREAK_CRASH;
     p->counters.calls += s->served - s->calls;
     s->calls = s->served;
     p->counters.remote_errors += s->pend_remote;

@@ -53,12 +53,12 @@ static int check_call_args(const pypool *p, const char *method, const void *payl
 }
 
 /* Checkout that skips (and hands to the reaper) idle workers found dead or dirty. */
-static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, pypool__slot **out,
-                          pypool_result *res)
+static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, int64_t call_deadline,
+                          pypool__slot **out, pypool_result *res)
 {
     for (unsigned tries = 0;; tries++) {
         char *why = NULL;
-        int rc = pypool__checkout(p, want, deadline, nowait, out, &why);
+        int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, &why);
         if (rc) {
             const char *msg =
                 rc == PYPOOL_ETIMEDOUT ? "no worker became free before the deadline" : why;
@@ -147,6 +147,8 @@ static int call_on_pool(pypool *p, const char *session_id, const char *method, c
     int64_t call_ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
     bool nowait = timeout_ms == 0;
     int64_t deadline = pypool__deadline_after_ms(nowait ? p->cfg.call_timeout_ms : call_ms);
+    if (deadline < 0)
+        deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
     for (unsigned attempt = 0;; attempt++) {
         int want = -1;
         uint64_t gen = 0;
@@ -160,7 +162,7 @@ static int call_on_pool(pypool *p, const char *session_id, const char *method, c
             bound = gen != 0;
         }
         pypool__slot *s;
-        int rc = checkout_clean(p, want, deadline, nowait, &s, out);
+        int rc = checkout_clean(p, want, deadline, nowait, deadline, &s, out);
         if (rc)
             return rc;
         if (bound && s->generation != gen) {
@@ -229,7 +231,7 @@ int pypool_session_close(pypool *p, const char *session_id)
             pypool__slot *s;
             char *why = NULL;
             int64_t deadline = pypool__deadline_after_ms(p->cfg.checkout_timeout_ms);
-            rc = pypool__checkout(p, want, deadline, false, &s, &why);
+            rc = pypool__checkout(p, want, deadline, false, deadline, &s, &why);
             free(why);
             if (rc == 0) {
                 int reason = PYPOOL__BREAK_NONE;
@@ -260,7 +262,7 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
     if (rc == 0) {
         int64_t ms = timeout_ms < 0 ? p->cfg.checkout_timeout_ms : timeout_ms;
         pypool__slot *s;
-        rc = checkout_clean(p, -1, pypool__deadline_after_ms(ms), timeout_ms == 0, &s, NULL);
+        rc = checkout_clean(p, -1, pypool__deadline_after_ms(ms), timeout_ms == 0, 0, &s, NULL);
         if (rc == 0) {
             s->handle.pool = p;
             s->handle.slot = s;
@@ -289,9 +291,15 @@ int pypool_worker_call(pypool_worker *w, const char *method, const void *payload
         return result_error(out, PYPOOL_EWORKER, "this worker broke in an earlier call");
     int cancel = pypool__nocancel_begin();
     int64_t ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
+    int64_t deadline = pypool__deadline_after_ms(ms);
+    pypool__lock(&p->mu);
+    pypool__watch_deadline_locked(p, s, deadline);
+    pypool__unlock(&p->mu);
     int reason;
-    rc = pypool__slot_call(p, s, NULL, method, payload, len, pypool__deadline_after_ms(ms), out,
-                           &reason);
+    rc = pypool__slot_call(p, s, NULL, method, payload, len, deadline, out, &reason);
+    pypool__lock(&p->mu);
+    s->call_deadline_ns = 0; /* held between calls: no deadline to watch */
+    pypool__unlock(&p->mu);
     if (rc == PYPOOL__ENOTSENT)
         rc = result_error(out, PYPOOL_EWORKER, "the worker died before the call");
     s->pending_break = reason; /* a broken worker: this checkout is spent */

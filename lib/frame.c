@@ -196,17 +196,17 @@ static void consume_sigpipe(void)
         ;
 }
 
-/* Waits until fd is writable; a hangup on hup_fd (if >= 0) means the reader died. */
+/* Waits until fd is writable; data or a hangup on hup_fd (if >= 0) ends the wait early. */
 static int wait_writable(int fd, int hup_fd, int64_t deadline_ns)
 {
-    struct pollfd pfd[2] = {{.fd = fd, .events = POLLOUT}, {.fd = hup_fd, .events = 0}};
+    struct pollfd pfd[2] = {{.fd = fd, .events = POLLOUT}, {.fd = hup_fd, .events = POLLIN}};
     int timeout = pypool__poll_timeout_ms(deadline_ns);
     if (timeout == 0)
         return PYPOOL_ETIMEDOUT;
     int ready = poll(pfd, hup_fd >= 0 ? 2 : 1, timeout);
     if (ready < 0 && errno != EINTR)
         return PYPOOL_ESYS;
-    if (ready > 0 && hup_fd >= 0 && (pfd[1].revents & (POLLHUP | POLLERR)))
+    if (ready > 0 && hup_fd >= 0 && pfd[1].revents)
         return PYPOOL_EWORKER;
     return 0; /* writable, EINTR or timeout: the caller retries and rechecks the deadline */
 }

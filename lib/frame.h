@@ -65,8 +65,8 @@ int pypool__frame_write(int fd, struct iovec *iov, int iovcnt, int64_t deadline_
 /*
  * The same, for a pipe of which the caller holds a read end itself (proc.c): no write can
  * fail with EPIPE, so no signal mask is touched (two system calls fewer per call). While the
- * pipe is full, hup_fd (the worker's reply pipe) is watched: its hangup means the worker died
- * and returns PYPOOL_EWORKER.
+ * pipe is full, hup_fd (the worker's reply pipe) is watched: anything arriving there (the
+ * reaper's wake-up poke, or a worker talking out of turn) ends the write with PYPOOL_EWORKER.
  */
 int pypool__frame_write_held(int fd, int hup_fd, struct iovec *iov, int iovcnt, int64_t deadline_ns,
                              size_t *written);

@@ -19,6 +19,8 @@
 #include "state.h"
 #include "sync.h"
 
+#define CREATE_WAIT_MARGIN_MS 2000
+
 int pypool__enter(pypool *p)
 {
     pypool__lock(&p->mu);
@@ -95,6 +97,7 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
     pypool__cond_init(&p->state_cv);
     p->refs = 1;
     p->wake_fd = -1;
+    p->reaper_wake_at_ns = PYPOOL__NO_DEADLINE;
     *out = p;
     int rc = pypool__config_copy(p, cfg);
     if (rc)
@@ -117,6 +120,19 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
     return 0;
 }
 
+/*
+ * Eager start. The reaper's own Hello deadline (startup_timeout_ms from each spawn) must decide
+ * a slow start, so that the error says which worker failed and why: wait a little longer.
+ */
+static int warm_at_create(pypool *p)
+{
+    int rc = pypool_warm(p, p->cfg.startup_timeout_ms + CREATE_WAIT_MARGIN_MS);
+    if (rc == PYPOOL_ETIMEDOUT)
+        rc = pypool__set_error(PYPOOL_ESPAWN, "workers were not ready within %lld ms",
+                               (long long)p->cfg.startup_timeout_ms);
+    return rc;
+}
+
 int pypool_create(const pypool_config *cfg, pypool **out)
 {
     pypool__clear_error();
@@ -129,7 +145,7 @@ int pypool_create(const pypool_config *cfg, pypool **out)
     if (rc == 0)
         rc = pypool__reaper_start(p);
     if (rc == 0 && !cfg->lazy)
-        rc = pypool_warm(p, cfg->startup_timeout_ms);
+        rc = warm_at_create(p);
     if (rc != 0 && p) {
         char detail[4096];
         strncpy(detail, pypool_last_error(), sizeof detail - 1);

@@ -29,6 +29,7 @@
 #define PYPOOL_POOL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -78,8 +79,12 @@ typedef struct pypool__slot {
     int64_t idle_since_ns;     /* IDLE: since when (health pings) */
     int64_t ping_deadline_ns;  /* PINGING: Pong due */
     uint64_t ping_id;
-    int64_t busy_since_ns; /* BUSY: since when (leak warnings) */
-    pthread_t holder;      /* BUSY: the thread that checked it out */
+    int64_t busy_since_ns;    /* BUSY: since when (leak warnings) */
+    pthread_t holder;         /* BUSY: the thread that checked it out */
+    int64_t call_deadline_ns; /* BUSY, call in flight: the reaper kills the worker then */
+    /* Set by the reaper (under mu) to abort the call in flight, then it pokes the reply pipe;
+     * read by the holder without the lock before every read(): 0, ETIMEDOUT or EWORKER. */
+    atomic_int call_abort;
     bool leak_warned;
 
     /* channel: see "Ownership" above */
@@ -145,6 +150,7 @@ struct pypool {
     int64_t shutdown_started_ns;
     unsigned refs;
     unsigned busy;
+    int64_t reaper_wake_at_ns;  /* the reaper's poll returns by then at the latest (<0: never) */
     uint64_t start_fail_seq;    /* +1 per failed start: lets warm notice failures */
     char *last_spawn_error;     /* the newest start failure's text (malloc) */
     pypool__session **sessions; /* hash buckets */
@@ -177,9 +183,14 @@ int pypool__config_copy(pypool *p, const pypool_config *cfg);
 void pypool__config_free(pypool *p);
 
 /* --- checkout.c --- */
-/* Checks out any worker, or slot `want` (>= 0). deadline_ns < 0: none; nowait: only idle. */
-int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait, pypool__slot **out,
-                     char **why);
+/*
+ * Checks out any worker, or slot `want` (>= 0). deadline_ns < 0: none; nowait: only idle.
+ * call_deadline_ns (> 0) is published for the reaper's deadline watch (0: no call yet).
+ */
+int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
+                     int64_t call_deadline_ns, pypool__slot **out, char **why);
+/* With mu held: publishes a call deadline and wakes the reaper if it would sleep past it. */
+void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns);
 /* Returns a slot. reason != NONE hands it to the reaper to replace its worker. */
 void pypool__checkin(pypool *p, pypool__slot *s, int reason);
 /* With mu held: makes a slot IDLE, or hands it straight to the longest waiter that takes it. */
@@ -199,6 +210,8 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 /* Kills the slot's worker group if it is not reaped yet (any thread). */
 void pypool__slot_kill(pypool *p, pypool__slot *s);
+/* With mu held (reaper): aborts the call in flight with err and wakes its blocked reader. */
+void pypool__slot_abort_call_locked(pypool__slot *s, int err);
 
 /* --- session.c --- */
 void pypool__sessions_free(pypool *p);

@@ -12,6 +12,11 @@
  * path needs no signal-mask system calls. A dead worker shows as EOF on its reply pipe, and
  * FIONREAD on our read end then tells whether the request was ever read (if not, it can be
  * retried on another worker).
+ *
+ * Why we keep a writer of the reply pipe: a client waits for its reply in a plain blocking
+ * read (one system call; no poll), and the reaper enforces the deadline. To wake a client
+ * whose worker died or ran past its deadline, the reaper writes a byte to this fd; EOF never
+ * needs to be relied on, so a grandchild that inherited fd 4 cannot hang a caller either.
  */
 #define _GNU_SOURCE
 #include "proc.h"
@@ -36,7 +41,7 @@
 void pypool__child_clear(pypool__child *c)
 {
     c->pid = 0;
-    c->pidfd = c->req_fd = c->req_peek_fd = c->resp_fd = c->log_fd = -1;
+    c->pidfd = c->req_fd = c->req_peek_fd = c->resp_fd = c->resp_poke_fd = c->log_fd = -1;
 }
 
 void pypool__close_fd(int *fd)
@@ -55,6 +60,7 @@ void pypool__child_close_fds(pypool__child *c)
     pypool__close_fd(&c->req_fd);
     pypool__close_fd(&c->req_peek_fd);
     pypool__close_fd(&c->resp_fd);
+    pypool__close_fd(&c->resp_poke_fd);
     pypool__close_fd(&c->log_fd);
 }
 
@@ -102,6 +108,23 @@ static int open_pipes(struct child_pipes *cp)
     return 0;
 }
 
+/*
+ * Our own write end of the reply pipe, non-blocking so a poke never blocks the reaper.
+ * O_NONBLOCK belongs to the open file description, which dup2 shares with the child's fd 4,
+ * so reopening the pipe through /proc gives us a description of our own.
+ */
+static int open_poke_fd(int resp_write_fd)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", resp_write_fd);
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && fd < PYPOOL__FD_FLOOR && raise_fd(&fd) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static int setup_actions(posix_spawn_file_actions_t *fa, const struct child_pipes *cp)
 {
     int rc = posix_spawn_file_actions_init(fa);
@@ -111,7 +134,8 @@ static int setup_actions(posix_spawn_file_actions_t *fa, const struct child_pipe
         (rc = posix_spawn_file_actions_adddup2(fa, cp->log[1], 1)) ||
         (rc = posix_spawn_file_actions_adddup2(fa, cp->log[1], 2)) ||
         (rc = posix_spawn_file_actions_adddup2(fa, cp->req[0], 3)) ||
-        (rc = posix_spawn_file_actions_adddup2(fa, cp->resp[1], 4)))
+        (rc = posix_spawn_file_actions_adddup2(fa, cp->resp[1], 4)) ||
+        (rc = posix_spawn_file_actions_addclosefrom_np(fa, 5)))
         posix_spawn_file_actions_destroy(fa);
     return rc;
 }
@@ -185,14 +209,19 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
         close_pipes(&cp);
         return rc == ENOMEM ? PYPOOL_ENOMEM : PYPOOL_ESPAWN;
     }
-    /* The child holds its ends now; the write ends must go or EOF would never be seen. */
-    pypool__close_fd(&cp.resp[1]);
+    /* The child holds its ends now; the log write end must go or EOF would never be seen. */
     pypool__close_fd(&cp.log[1]);
+    int poke = open_poke_fd(cp.resp[1]);
+    if (poke >= 0)
+        pypool__close_fd(&cp.resp[1]);
+    else
+        poke = cp.resp[1]; /* no /proc: a blocking poke (one byte) still works */
     out->pid = pid;
     out->pidfd = open_pidfd(pid);
     out->req_fd = cp.req[1];
     out->req_peek_fd = cp.req[0];
     out->resp_fd = cp.resp[0];
+    out->resp_poke_fd = poke;
     out->log_fd = cp.log[0];
     return 0;
 }

@@ -15,12 +15,13 @@
 #include <sys/types.h>
 
 typedef struct pypool__child {
-    pid_t pid;       /* 0: none */
-    int pidfd;       /* -1 where pidfd_open is unavailable (the reaper then polls with WNOHANG) */
-    int req_fd;      /* our write end of the child's fd 3 (O_NONBLOCK) */
-    int req_peek_fd; /* our copy of the read end of fd 3: see proc.c, "Why we keep a reader" */
-    int resp_fd;     /* our read end of the child's fd 4 */
-    int log_fd;      /* our read end of the child's fds 1 and 2 (O_NONBLOCK) */
+    pid_t pid;        /* 0: none */
+    int pidfd;        /* -1 where pidfd_open is unavailable (the reaper then polls with WNOHANG) */
+    int req_fd;       /* our write end of the child's fd 3 (O_NONBLOCK) */
+    int req_peek_fd;  /* our copy of the read end of fd 3: see proc.c, "Why we keep a reader" */
+    int resp_fd;      /* our read end of the child's fd 4 */
+    int resp_poke_fd; /* our copy of the write end of fd 4: the reaper wakes a blocked reader */
+    int log_fd;       /* our read end of the child's fds 1 and 2 (O_NONBLOCK) */
 } pypool__child;
 
 void pypool__child_clear(pypool__child *c);

@@ -424,9 +424,11 @@ static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
         pypool__transition(s, PYPOOL__EV_BREAK);
         pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
     }
+    if (s->state == PYPOOL_SLOT_BUSY)
+        pypool__slot_abort_call_locked(s, PYPOOL_EWORKER); /* wakes the holder's read */
     if (!expected)
         account_exit_locked(p, status);
-    pypool__cond_broadcast(&p->state_cv); /* a holder may wait for this exit status */
+    pypool__cond_broadcast(&p->state_cv);
 }
 
 void pypool__on_slot_exit(pypool *p, pypool__slot *s)

@@ -61,6 +61,36 @@ static void ping_overdue_locked(pypool *p, pypool__slot *s)
     pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
 }
 
+/* A call past its deadline: the worker's state is unknown, so it is killed, and the caller
+ * blocked in read() is woken (call.c). */
+static int64_t call_deadline_locked(pypool__slot *s, int64_t now)
+{
+    if (s->call_deadline_ns <= 0)
+        return PYPOOL__NO_DEADLINE;
+    if (now < s->call_deadline_ns)
+        return s->call_deadline_ns;
+    if (s->child.pid > 0 && !s->reaped) {
+        s->killed = true;
+        pypool__signal_group(s->child.pid, SIGKILL);
+    }
+    pypool__slot_abort_call_locked(s, PYPOOL_ETIMEDOUT);
+    return PYPOOL__NO_DEADLINE;
+}
+
+static int64_t leak_deadline_locked(pypool *p, pypool__slot *s, int64_t now, timer_events *ev)
+{
+    int64_t warn_ms = p->cfg.leak_warn_ms;
+    if (warn_ms <= 0 || s->leak_warned)
+        return PYPOOL__NO_DEADLINE;
+    if (now >= s->busy_since_ns + warn_ms * PYPOOL__MS) {
+        s->leak_warned = true;
+        p->counters.leak_warnings++;
+        ev->leak[ev->nleak++] = s->index;
+        return PYPOOL__NO_DEADLINE;
+    }
+    return s->busy_since_ns + warn_ms * PYPOOL__MS;
+}
+
 /* One slot's timers; returns the slot's next deadline. */
 static int64_t slot_timers_locked(pypool *p, pypool__slot *s, int64_t now, timer_events *ev)
 {
@@ -89,15 +119,8 @@ static int64_t slot_timers_locked(pypool *p, pypool__slot *s, int64_t now, timer
         }
         return s->ping_deadline_ns;
     case PYPOOL_SLOT_BUSY:
-        if (c->leak_warn_ms <= 0 || s->leak_warned)
-            return PYPOOL__NO_DEADLINE;
-        if (now >= s->busy_since_ns + c->leak_warn_ms * PYPOOL__MS) {
-            s->leak_warned = true;
-            p->counters.leak_warnings++;
-            ev->leak[ev->nleak++] = s->index;
-            return PYPOOL__NO_DEADLINE;
-        }
-        return s->busy_since_ns + c->leak_warn_ms * PYPOOL__MS;
+        return pypool__deadline_min(call_deadline_locked(s, now),
+                                    leak_deadline_locked(p, s, now, ev));
     default:
         return PYPOOL__NO_DEADLINE;
     }
@@ -178,6 +201,7 @@ int64_t pypool__run_timers(pypool *p)
         next = earliest(next, slot_timers_locked(p, &p->slots[i], now, &ev));
     if (p->shutting_down)
         next = earliest(next, busy_shutdown_timers_locked(p, now));
+    p->reaper_wake_at_ns = next; /* callers with an earlier deadline wake us (checkout.c) */
     pypool__unlock(&p->mu);
     send_pings(p, &ev);
     log_leaks(p, &ev);

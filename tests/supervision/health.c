@@ -1,0 +1,122 @@
+/*
+ * health.c - idle pings: a worker that stops answering pings while idle is killed and replaced;
+ * healthy idle workers are left alone, and pings interleaved with calls never disturb them.
+ */
+#define _GNU_SOURCE
+#include "pool_test.h"
+
+TestSuite(sup_health, .init = tu_log_reset, .fini = pt_teardown, .timeout = 60);
+
+typedef struct replaced_arg {
+    pypool *p;
+    int old;
+} replaced_arg;
+
+static bool replaced_and_idle(void *arg)
+{
+    replaced_arg *a = arg;
+    pypool_stats s = pt_stats(a->p);
+    return s.idle == 1 && s.slots[0].pid > 0 && s.slots[0].pid != a->old;
+}
+
+Test(sup_health, idle_worker_that_stops_answering_pings_is_killed_and_replaced, .timeout = 60)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "echo_mod", 1);
+    cfg.idle_ping_ms = 100;
+    cfg.ping_timeout_ms = 500;
+    cfg.shutdown_grace_ms = 500;
+    pypool *p = pt_create(&cfg);
+
+    /* A call longer than idle_ping_ms first, so the reaper also sees the slot busy (its next
+     * wake-up is then a call deadline, 30 s away); checkin must still get the idle worker
+     * pinged ~idle_ping_ms later. */
+    pypool_result r;
+    int rc = pt_call_str(p, "sleep", "0.3", -1, &r);
+    PT_ASSERT_REPLY(rc, &r, "slept", "sleep 0.3");
+    pypool_result_free(&r);
+    rc = pt_call_str(p, "stop_ponging", "", -1, &r);
+    PT_ASSERT_REPLY(rc, &r, "ok", "stop_ponging");
+    int wedged = r.worker_pid;
+    pypool_result_free(&r);
+    int64_t t0 = tu_now_ms();
+
+    replaced_arg a = {p, wedged};
+    bool replaced = tu_wait_until(replaced_and_idle, &a, 10000);
+    int64_t took = tu_now_ms() - t0;
+    cr_assert(replaced, "the wedged worker %d was not replaced within 10 s", wedged);
+    cr_assert(tu_wait_pid_gone(wedged, 3000), "the wedged worker %d still exists", wedged);
+    pypool_stats s = pt_stats(p);
+    cr_assert_eq(s.ping_failures, 1, "stats.ping_failures %llu",
+                 (unsigned long long)s.ping_failures);
+    fprintf(stderr, "wedged worker replaced %lld ms after its last call\n", (long long)took);
+
+    rc = pt_call_str(p, "echo", "alive", 10000, &r);
+    PT_ASSERT_REPLY(rc, &r, "alive", "a call on the replacement");
+    cr_assert_neq(r.worker_pid, wedged);
+    pypool_result_free(&r);
+    pt_destroy(p);
+}
+
+typedef struct paced_arg {
+    pypool *p;
+    unsigned ok;
+    char first_problem[512];
+    pthread_t thread;
+} paced_arg;
+
+/* Calls with idle gaps longer than idle_ping_ms, so pings and requests interleave. */
+static void *paced_thread(void *arg)
+{
+    paced_arg *a = arg;
+    for (int i = 0; i < 100; i++) {
+        char payload[32];
+        snprintf(payload, sizeof payload, "paced-%d", i);
+        pypool_result r;
+        int rc = pt_call_str(a->p, "echo", payload, 10000, &r);
+        if (rc == PYPOOL_OK && r.len == strlen(payload) && memcmp(r.data, payload, r.len) == 0)
+            a->ok++;
+        else if (!a->first_problem[0])
+            snprintf(a->first_problem, sizeof a->first_problem, "call %d: %s: %s", i,
+                     pypool_strerror(rc), pt_msg(&r));
+        pypool_result_free(&r);
+        tu_sleep_ms(3 + i % 5); /* pacing, so workers sit idle long enough to be pinged */
+    }
+    return NULL;
+}
+
+Test(sup_health, healthy_workers_survive_pings_and_pings_never_disturb_calls, .timeout = 60)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "echo_mod", 2);
+    cfg.idle_ping_ms = 2;
+    cfg.ping_timeout_ms = 1000;
+    pypool *p = pt_create(&cfg);
+    int before[2];
+    pt_slot_pids(p, before, 2);
+
+    paced_arg args[2];
+    for (int t = 0; t < 2; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].p = p;
+        cr_assert_eq(pthread_create(&args[t].thread, NULL, paced_thread, &args[t]), 0);
+    }
+    for (int t = 0; t < 2; t++)
+        pthread_join(args[t].thread, NULL);
+    for (int t = 0; t < 2; t++)
+        cr_assert_eq(args[t].ok, 100, "thread %d: %u/100 ok; first: %s", t, args[t].ok,
+                     args[t].first_problem);
+
+    /* Idle for a while under 2 ms pings: nobody is killed (a negative check needs the wait). */
+    tu_sleep_ms(500);
+    int after[2];
+    pt_slot_pids(p, after, 2);
+    cr_assert(after[0] == before[0] && after[1] == before[1],
+              "healthy workers were replaced: %d,%d -> %d,%d", before[0], before[1], after[0],
+              after[1]);
+    pypool_stats s = pt_stats(p);
+    cr_assert_eq(s.ping_failures, 0);
+    cr_assert_eq(s.restarts, 0);
+    cr_assert_eq(s.protocol_errors, 0);
+    pt_destroy(p);
+}
