@@ -11,7 +11,8 @@
  * and a `pypool_config` are plain data owned by the caller.
  *
  * Callbacks (`log_fn`) run on a library thread (the reaper, or the calling thread for events
- * of a call) with no library lock held; they must not call back into the same pool's destroy.
+ * of a call) with no library lock held; they must not call back into the same pool's destroy,
+ * and they should return promptly: the reaper also enforces call deadlines and restarts.
  *
  * Signals: the library never changes process-wide signal dispositions and never raises
  * SIGPIPE in the host. It reaps only its own children (never waitpid(-1)).
@@ -127,9 +128,10 @@ PYPOOL_API int pypool_warm(pypool *p, int64_t timeout_ms);
 
 /*
  * Refuses new calls (PYPOOL_ESHUTDOWN), wakes every waiter with PYPOOL_ESHUTDOWN, lets calls
- * in flight finish until shutdown_grace_ms, then sends Shutdown, SIGTERM, SIGKILL and reaps
- * every child. Returns with no child, fd or thread of the pool left, except fds of workers that
- * are still checked out with pypool_checkout (closed at their pypool_checkin, which stays valid).
+ * in flight finish until shutdown_grace_ms (those still running then end with
+ * PYPOOL_ESHUTDOWN), then sends Shutdown, SIGTERM, SIGKILL and reaps every child. Returns with
+ * no child, fd or thread of the pool left, except fds of workers that are still checked out
+ * with pypool_checkout (closed at their pypool_checkin, which stays valid).
  * NULL-safe.
  */
 PYPOOL_API void pypool_destroy(pypool *p);

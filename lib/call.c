@@ -71,8 +71,14 @@ static int worker_died(pypool *p, pypool__slot *s, const char *method, pypool_re
     pypool__lock(&p->mu);
     if (s->reaped)
         pypool__describe_status(s->exit_status, how, sizeof how);
+    bool destroyed = p->shutting_down;
     pypool__unlock(&p->mu);
     *reason = PYPOOL__BREAK_CRASH;
+    if (destroyed) /* stopped by pypool_destroy after shutdown_grace_ms */
+        return fail(out, PYPOOL_ESHUTDOWN,
+                    "the pool was destroyed during the call to '%s'; "
+                    "worker pid %d %s",
+                    method, s->child.pid, how);
     return fail(out, PYPOOL_EWORKER, "worker pid %d %s during call to '%s'", s->child.pid, how,
                 method);
 }

@@ -77,6 +77,8 @@ void pypool__slot_release_locked(pypool *p, pypool__slot *s)
     }
     s->idle_since_ns = pypool__now_ns();
     p->idle[p->nidle++] = s->index;
+    if (p->cfg.idle_ping_ms > 0) /* the reaper may be asleep until a later deadline */
+        pypool__reaper_due_locked(p, s->idle_since_ns + p->cfg.idle_ping_ms * PYPOOL__MS);
     pypool__cond_broadcast(&p->state_cv);
 }
 
@@ -173,12 +175,18 @@ static int wait_locked(pypool *p, int want, int64_t deadline_ns, pypool__slot **
     return rc;
 }
 
+void pypool__reaper_due_locked(pypool *p, int64_t at_ns)
+{
+    if (at_ns > 0 && (p->reaper_wake_at_ns < 0 || at_ns < p->reaper_wake_at_ns)) {
+        p->reaper_wake_at_ns = at_ns; /* one wake-up is enough until it recomputes */
+        pypool__reaper_wake_locked(p);
+    }
+}
+
 void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns)
 {
     s->call_deadline_ns = call_deadline_ns;
-    if (call_deadline_ns > 0 &&
-        (p->reaper_wake_at_ns < 0 || call_deadline_ns < p->reaper_wake_at_ns))
-        pypool__reaper_wake_locked(p);
+    pypool__reaper_due_locked(p, call_deadline_ns);
 }
 
 int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,

@@ -119,6 +119,7 @@ typedef struct pypool__dying {
     int log_fd;
     pypool__logbuf log;
     int reason;         /* enum pypool__break_reason */
+    bool count_crash;   /* it died on its own: count the crash when reaped */
     int64_t term_at_ns; /* SIGTERM then */
     int64_t kill_at_ns; /* SIGKILL then */
     bool termed;
@@ -189,6 +190,8 @@ void pypool__config_free(pypool *p);
  */
 int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
                      int64_t call_deadline_ns, pypool__slot **out, char **why);
+/* With mu held: wakes the reaper if it would sleep past at_ns (it must act then). */
+void pypool__reaper_due_locked(pypool *p, int64_t at_ns);
 /* With mu held: publishes a call deadline and wakes the reaper if it would sleep past it. */
 void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns);
 /* Returns a slot. reason != NONE hands it to the reaper to replace its worker. */

@@ -117,6 +117,7 @@ static void release_child_locked(pypool *p, pypool__slot *s, int reason, int64_t
                              .pidfd = s->child.pidfd,
                              .log_fd = s->child.log_fd,
                              .reason = reason,
+                             .count_crash = reason == PYPOOL__BREAK_CRASH && !s->killed,
                              .term_at_ns = term_at,
                              .kill_at_ns = term_at + PYPOOL__TERM_TO_KILL_MS * PYPOOL__MS};
         d->log = s->log;
@@ -155,6 +156,11 @@ void pypool__on_dying_event(pypool *p, unsigned i)
     if (r == 0)
         return;
     drain_log(p, &d->log_fd, &d->log, d->pid, true);
+    if (d->count_crash) {
+        pypool__lock(&p->mu);
+        account_exit_locked(p, status);
+        pypool__unlock(&p->mu);
+    }
     char how[128];
     pypool__describe_status(status, how, sizeof how);
     pypool__log(p, PYPOOL_LOG_INFO, d->pid, "worker %s", how);
@@ -414,8 +420,11 @@ static void schedule_crash_restart_locked(pypool *p, pypool__slot *s, int64_t no
 static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
 {
     s->reaped = true;
-    s->exit_status = status;
-    bool expected = s->killed || p->shutting_down || s->state == PYPOOL_SLOT_BROKEN;
+    s->exit_status =
+        status; /* Not a crash: we killed it, the pool is stopping, it was being retired on purpose,
+                 * or it never started (a failed start is counted as such). */
+    bool expected = s->killed || p->shutting_down || s->state == PYPOOL_SLOT_STARTING ||
+                    (s->state == PYPOOL_SLOT_BROKEN && s->break_reason != PYPOOL__BREAK_CRASH);
     if (s->state == PYPOOL_SLOT_STARTING) {
         exited_while_starting_locked(p, s, status);
     } else if (s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_PINGING) {
@@ -506,8 +515,6 @@ void pypool__retire_broken(pypool *p)
             term_at = p->shutdown_started_ns + p->cfg.shutdown_grace_ms * PYPOOL__MS;
         if (reason == PYPOOL__BREAK_RETIRE)
             p->counters.recycles++;
-        if (reason == PYPOOL__BREAK_CRASH && !s->reaped && !s->killed)
-            account_exit_locked(p, 0); /* hung up before the reaper saw it exit */
         release_child_locked(p, s, reason, term_at);
         if (p->shutting_down) {
             pypool__transition(s, PYPOOL__EV_STOP);

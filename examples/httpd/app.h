@@ -1,0 +1,22 @@
+/*
+ * app.h - what the request handlers share: the pool and the server's limits.
+ *
+ * Filled once by main before the HTTP daemon starts and read-only afterwards, so request
+ * threads read it without a lock. The pool pointer is valid while the server admits requests
+ * (server.c holds requests off the pool before main destroys it).
+ */
+#ifndef HTTPD_APP_H
+#define HTTPD_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pypool.h"
+
+typedef struct httpd_app {
+    pypool *pool;
+    int64_t call_timeout_ms; /* per request, waiting + running; X-Timeout-Ms may lower it */
+    size_t max_body_bytes;   /* larger request bodies get 413 */
+} httpd_app;
+
+#endif

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# test_httpd.sh - integration test of pypool_httpd, driven with curl the way a user would.
+#
+#   test_httpd.sh <pypool_httpd binary> <examples/httpd source dir> [python3 for JSON checks]
+#
+# Starts the server on a free loopback port (--port 0; the port is read from its banner),
+# checks every endpoint and error mapping, runs concurrent requests, SIGKILLs a worker in
+# the middle of a load and checks the server keeps answering, then stops it with SIGTERM
+# (and a second instance with SIGINT) and checks it exited 0 with no Python child left.
+set -u
+
+SERVER=${1:?usage: test_httpd.sh <pypool_httpd> <source dir> [python3]}
+SRC=${2:?usage: test_httpd.sh <pypool_httpd> <source dir> [python3]}
+PY=${3:-python3}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pypool_httpd_test.XXXXXX")
+SERVER_PID=
+BASE=
+FAILURES=0
+
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -KILL "$SERVER_PID" 2>/dev/null # workers follow: PR_SET_PDEATHSIG
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '%s\n' "--- $*"; }
+fail() {
+    printf 'FAIL: %s\n' "$*"
+    FAILURES=$((FAILURES + 1))
+}
+die() {
+    printf 'FATAL: %s\n' "$*"
+    [ -f "$WORK/server.err" ] && tail -n 30 "$WORK/server.err"
+    exit 1
+}
+
+# start_server <args...>: starts pypool_httpd on a free port; sets SERVER_PID and BASE.
+start_server() {
+    : >"$WORK/server.out"
+    : >"$WORK/server.err"
+    "$SERVER" --port 0 --python-path "$SRC" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    local port= i
+    for i in $(seq 1 300); do
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$WORK/server.out")
+        [ -n "$port" ] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "server exited during startup"
+        sleep 0.1
+    done
+    [ -n "$port" ] || die "server did not announce its port within 30 s"
+    BASE="http://127.0.0.1:$port"
+    log "server pid $SERVER_PID on $BASE ($*)"
+}
+
+# req <METHOD> <path> [curl args...]: sets STATUS; body in $WORK/body, headers in $WORK/headers.
+req() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$(curl -s -m 30 -X "$method" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' \
+        "$@" "$BASE$path")
+}
+
+expect_status() { # <want> <what>
+    [ "$STATUS" = "$1" ] || fail "$2: HTTP $STATUS, want $1; body: $(head -c 400 "$WORK/body")"
+}
+
+# json_check <python expression over `d`> <what>: evaluates it on the JSON in $WORK/body.
+json_check() {
+    "$PY" -c 'import json, sys
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$WORK/body" "$1" 2>"$WORK/json.err" ||
+        fail "$2: check '$1' failed on $(head -c 400 "$WORK/body") $(cat "$WORK/json.err")"
+}
+
+has_header() { grep -qi "^$1:" "$WORK/headers"; }
+
+stats_field() { # <python expression over d> -> printed
+    curl -s -m 10 "$BASE/stats" | "$PY" -c 'import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$1"
+}
+
+worker_pids() { stats_field '" ".join(str(s["pid"]) for s in d["slots"] if s["pid"] > 0)'; }
+
+# Pids of every process whose environment says this server started it (pypool sets
+# PYPOOL_PARENT_PID in each worker's environment).
+children_of() {
+    grep -lzx "PYPOOL_PARENT_PID=$1" /proc/[0-9]*/environ 2>/dev/null |
+        sed 's|/proc/\([0-9]*\)/environ|\1|' | tr '\n' ' '
+}
+
+# stop_server <signal>: signals the server, checks exit status 0 and that no worker is left.
+stop_server() {
+    local sig=$1 pid=$SERVER_PID rc i
+    kill "-$sig" "$pid"
+    for i in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && fail "server still running 30 s after SIG$sig"
+    wait "$pid"
+    rc=$?
+    SERVER_PID=
+    [ "$rc" = 0 ] || fail "server exited with status $rc after SIG$sig, want 0"
+    grep -q "shutting down" "$WORK/server.err" || fail "no shutdown message after SIG$sig"
+    for i in $(seq 1 20); do
+        left=$(children_of "$pid")
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    [ -z "$left" ] || fail "Python processes left after SIG$sig: $left"
+    log "SIG$sig: exit 0, no Python process left"
+}
+
+# --- main instance -------------------------------------------------------------------------
+command -v curl >/dev/null || die "curl is required"
+start_server --workers 2 --timeout-ms 20000 --max-body-bytes 65536
+
+log "healthz and stats"
+req GET /healthz
+expect_status 200 "GET /healthz"
+json_check 'd["status"] == "ok" and d["ready"] == 2' "healthz"
+req GET /stats
+expect_status 200 "GET /stats"
+json_check 'd["size"] == 2 and d["slot_count"] == 2 and len(d["slots"]) == 2' "stats size"
+STATS_KEYS="idle busy starting backoff failed waiters calls remote_errors timeouts call_timeouts
+restarts crashes crashes_signal crashes_exit recycles protocol_errors failed_starts ping_failures
+leak_warnings sessions"
+json_check "all(k in d for k in '''$STATS_KEYS'''.split())" "stats fields"
+json_check 'all(s["state"] in ("idle", "busy") and s["pid"] > 0 for s in d["slots"])' "slots"
+
+log "stateless handlers"
+req POST /call/textstats --data '{"text": "The quick brown fox. The lazy dog sleeps! Fox?", "top": 2}'
+expect_status 200 "textstats"
+json_check 'd["words"] == 9 and d["sentences"] == 3 and d["top_words"][0] == ["fox", 2]' "textstats"
+has_header X-Pypool-Worker || fail "textstats: no X-Pypool-Worker header"
+req POST /call/score --data '{"query": "pyton", "candidates": ["java", "python", "cython"], "top": 1}'
+expect_status 200 "score"
+json_check 'd["results"][0]["candidate"] == "python" and d["compared"] == 3' "score"
+printf 'bin\0ary\377' >"$WORK/binary"
+req POST /call/echo --data-binary @"$WORK/binary"
+expect_status 200 "echo binary"
+cmp -s "$WORK/body" "$WORK/binary" || fail "echo changed a binary body"
+
+log "errors: remote exceptions, timeouts, bad requests"
+req POST /call/textstats --data 'not "json"'
+expect_status 500 "EREMOTE"
+json_check 'd["type"] == "BadInput" and "JSON" in d["message"] and "Traceback" in d["traceback"] and "handlers.py" in d["traceback"]' \
+    "EREMOTE body"
+req POST /call/textstats --data-binary $'{"text": "\xff\xfe"}'
+expect_status 500 "EREMOTE invalid UTF-8"
+json_check 'd["type"] == "BadInput"' "EREMOTE invalid UTF-8"
+req POST /call/no_such_handler
+expect_status 500 "unknown method"
+json_check 'd["type"] == "NoSuchMethod"' "unknown method"
+req POST /call/slow -H 'X-Timeout-Ms: 1000' --data '{"ms": 5000}'
+expect_status 504 "ETIMEDOUT"
+json_check 'd["code"] == "PYPOOL_ETIMEDOUT"' "ETIMEDOUT body"
+req POST /call/
+expect_status 400 "empty method"
+req POST '/call/bad%20name'
+expect_status 400 "bad method name"
+req GET /call/echo
+expect_status 405 "GET /call"
+grep -qi '^Allow: POST' "$WORK/headers" || fail "405 without Allow: POST"
+req POST /stats
+expect_status 405 "POST /stats"
+req GET /session/abc
+expect_status 405 "GET /session"
+req GET /nowhere
+expect_status 404 "unknown path"
+head -c 70000 /dev/zero >"$WORK/big"
+req POST /call/echo --data-binary @"$WORK/big"
+expect_status 413 "body over the cap (Content-Length)"
+req POST /call/echo -H 'Transfer-Encoding: chunked' --data-binary @"$WORK/big"
+expect_status 413 "body over the cap (chunked)"
+head -c 60000 /dev/zero >"$WORK/fits"
+req POST /call/echo --data-binary @"$WORK/fits"
+expect_status 200 "body under the cap"
+cmp -s "$WORK/body" "$WORK/fits" || fail "echo of 60000 bytes differs"
+
+log "sessions"
+req POST /session/s1/call/cart_add --data '{"sku": "A1", "qty": 2, "price": 3.5}'
+expect_status 200 "cart_add"
+req POST /session/s1/call/cart_add --data '{"sku": "B2", "price": 1}'
+json_check 'd["items"] == 3 and d["total"] == 8.0 and d["session"] == "s1"' "cart after two adds"
+req DELETE /session/s1
+expect_status 200 "DELETE /session"
+req POST /session/s1/call/cart_show
+json_check 'd["items"] == 0' "cart after DELETE"
+req POST /call/cart_show
+expect_status 500 "cart outside a session"
+req POST '/session/bad%20id/call/cart_show'
+expect_status 400 "bad session id"
+session_load() { # <id>: five adds in a row
+    local i
+    for i in 1 2 3 4 5; do
+        curl -s -m 30 -o /dev/null -X POST --data '{"sku": "X", "price": 2}' \
+            "$BASE/session/$1/call/cart_add"
+    done
+}
+pids=
+for s in p q r t; do
+    session_load "$s" &
+    pids="$pids $!"
+done
+wait $pids # not a bare `wait`: that would wait for the server too
+for s in p q r t; do
+    req POST "/session/$s/call/cart_show"
+    json_check 'd["items"] == 5 and d["total"] == 10.0' "concurrent session $s"
+done
+
+log "concurrent requests"
+one_echo() { # <n>: prints "ok" if the reply is the request body
+    local got
+    got=$(curl -s -m 30 -X POST --data "message-$1" "$BASE/call/echo")
+    [ "$got" = "message-$1" ] && echo ok || echo "bad $1: $got"
+}
+export -f one_echo
+export BASE
+seq 1 60 | xargs -P 16 -I{} bash -c 'one_echo {}' >"$WORK/echo.out"
+[ "$(grep -c '^ok$' "$WORK/echo.out")" = 60 ] || fail "concurrent echo: $(grep -v '^ok$' "$WORK/echo.out" | head -5)"
+
+log "SIGKILL a worker under load"
+LOAD_N=120
+CANDIDATES=$("$PY" -c 'import json
+print(json.dumps({"query": "distributed worker pool for python",
+                  "candidates": ["candidate number %d for a python worker pool" % i
+                                 for i in range(60)]}))')
+export CANDIDATES
+one_score() { curl -s -m 30 -o /dev/null -w '%{http_code}\n' -X POST --data "$CANDIDATES" "$BASE/call/score"; }
+export -f one_score
+seq 1 $LOAD_N | xargs -P 8 -I{} bash -c one_score >"$WORK/load.codes" &
+LOAD=$!
+sleep 1
+before=$(worker_pids)
+victim=${before%% *}
+done_at_kill=$(wc -l <"$WORK/load.codes")
+kill -KILL "$victim" || fail "could not kill worker $victim"
+log "killed worker $victim (pids were: $before) after $done_at_kill of $LOAD_N requests"
+wait "$LOAD"
+[ "$done_at_kill" -lt "$LOAD_N" ] || fail "the load finished before the kill (not a mid-load test)"
+ok=$(grep -c '^200$' "$WORK/load.codes")
+bad=$(grep -vc '^200$' "$WORK/load.codes")
+other=$(grep -v '^200$' "$WORK/load.codes" | grep -vc '^502$')
+log "load: $ok x 200, $bad other ($(grep -v '^200$' "$WORK/load.codes" | sort | uniq -c | tr '\n' ' '))"
+[ "$((ok + bad))" = "$LOAD_N" ] || fail "load: $((ok + bad)) replies, want $LOAD_N"
+[ "$other" = 0 ] || fail "load: failures other than 502 (the killed call)"
+[ "$bad" -le 2 ] || fail "load: $bad failed requests, want at most the calls in flight on the victim"
+for i in $(seq 1 100); do
+    [ "$(stats_field 'd["idle"] + d["busy"]')" = 2 ] && break
+    sleep 0.1
+done
+after=$(worker_pids)
+case " $after " in *" $victim "*) fail "killed worker $victim still listed: $after" ;; esac
+[ "$(stats_field 'd["crashes"] >= 1 and d["crashes_signal"] >= 1 and d["restarts"] >= 1')" = True ] ||
+    fail "stats do not count the crash: $(curl -s "$BASE/stats")"
+for i in $(seq 1 10); do
+    req POST /call/whoami
+    expect_status 200 "call $i after the crash"
+done
+log "after the kill: workers $after, server answering"
+
+log "graceful SIGTERM: a request in flight still gets its reply"
+curl -s -m 30 -o "$WORK/inflight.body" -w '%{http_code}' -X POST --data '{"ms": 1000}' \
+    "$BASE/call/slow" >"$WORK/inflight.code" &
+INFLIGHT=$!
+sleep 0.3
+stop_server TERM
+wait "$INFLIGHT"
+[ "$(cat "$WORK/inflight.code")" = 200 ] ||
+    fail "request in flight during SIGTERM: HTTP $(cat "$WORK/inflight.code"), want 200"
+curl -s -m 5 -o /dev/null "$BASE/healthz" && fail "server still answers after SIGTERM"
+
+# --- second instance: load shedding (max-waiters) and SIGINT -----------------------------
+start_server --workers 1 --max-waiters 1 --timeout-ms 8000
+log "EBUSY: one worker, one waiter allowed, four concurrent slow calls"
+one_slow() {
+    curl -s -m 30 -o /dev/null -D "$WORK/busy.$1.headers" -w '%{http_code}\n' -X POST \
+        --data '{"ms": 1500}' "$BASE/call/slow"
+}
+pids=
+for i in 1 2 3 4; do
+    one_slow "$i" >"$WORK/busy.$i.code" &
+    pids="$pids $!"
+done
+wait $pids
+codes=$(cat "$WORK"/busy.*.code | sort | tr '\n' ' ')
+log "codes: $codes"
+[ "$(cat "$WORK"/busy.*.code | grep -c '^200$')" -ge 2 ] || fail "EBUSY: want 2 x 200, got $codes"
+[ "$(cat "$WORK"/busy.*.code | grep -c '^503$')" -ge 1 ] || fail "EBUSY: want 503s, got $codes"
+for i in 1 2 3 4; do
+    if [ "$(cat "$WORK/busy.$i.code")" = 503 ]; then
+        grep -qi '^Retry-After: 1' "$WORK/busy.$i.headers" || fail "503 without Retry-After"
+    fi
+done
+stop_server INT
+
+if [ "$FAILURES" -ne 0 ]; then
+    printf '%d check(s) failed\n' "$FAILURES"
+    tail -n 20 "$WORK/server.err"
+    exit 1
+fi
+log "all checks passed"
