@@ -99,7 +99,7 @@ class TestContext(unittest.TestCase):
 class TestWire(unittest.TestCase):
     def test_varint(self):
         self.assertEqual(_wire.varint(0), b"\0")
-        for value in (1, 127, 128, 300, 2**32, 2**64 - 1):
+        for value in (1, 127, 128, 300, 2**14 - 1, 2**14, 2**21 - 1, 2**21, 2**32, 2**64 - 1):
             ping = pb.Ping(id=value).SerializeToString()
             self.assertEqual(ping[1:], _wire.varint(value))  # after the 0x08 tag of Ping.id
 
@@ -116,6 +116,41 @@ class TestWire(unittest.TestCase):
                 self.assertEqual(env.response.id, req_id)
                 self.assertEqual(env.response.payload, payload)
                 self.assertFalse(env.response.HasField("error"))
+
+    def test_ok_response_whole_frame_matches_pb2(self):
+        # Ids and sizes around every varint width, and inner sizes on both sides of 128.
+        for req_id in (0, 1, 127, 128, 300, 2**14, 2**21, 2**63, 2**64 - 1):
+            for size in (0, 1, 100, 110, 120, 127, 128, 300, 16383, 16384):
+                payload = os.urandom(size)
+                frame = _wire.ok_response(req_id, payload)
+                self.assertEqual(_frames.HEADER.unpack(frame[:4])[0], len(frame) - 4)
+                self.assertLessEqual(len(frame) - 4 - size, _wire.SMALL_REPLY_OVERHEAD)
+                self.assertEqual(frame, b"".join(_wire.ok_response_frame(req_id, payload)[:1])
+                                 + payload)
+                env = pb.Envelope.FromString(frame[4:])
+                self.assertEqual(env.WhichOneof("msg"), "response")
+                self.assertEqual((env.response.id, env.response.payload), (req_id, payload))
+                if req_id and size:  # pb2 leaves out zero fields; otherwise the same bytes
+                    self.assertEqual(frame[4:], env.SerializeToString())
+        self.assertEqual(_wire.ok_response(3, memoryview(b"mv")),
+                         _wire.ok_response(3, b"mv"))
+
+    def test_decode_small_request_shortcut(self):
+        # The byte-level "this is a lone request" check must agree with WhichOneof.
+        req = pb.Request(id=300, method="echo", payload=b"x" * 16, session_id="s", deadline_ms=5)
+        kind, msg = _wire.decode(pb.Envelope(request=req).SerializeToString())
+        self.assertEqual((kind, msg), ("request", req))
+        for env in (pb.Envelope(), pb.Envelope(ping=pb.Ping(id=0x12)),
+                    pb.Envelope(session_close=pb.SessionClose(session_id="x" * 200))):
+            kind, msg = _wire.decode(env.SerializeToString())
+            self.assertEqual(kind, env.WhichOneof("msg"))
+        # A request followed by a ping is a ping (last oneof field wins), not a request.
+        body = pb.Envelope(request=req).SerializeToString() + b"\x22\x00"
+        self.assertEqual(_wire.decode(body)[0], "ping")
+        # A request longer than 127 bytes takes the WhichOneof path.
+        big = pb.Request(id=1, method="echo", payload=b"y" * 300)
+        self.assertEqual(_wire.decode(pb.Envelope(request=big).SerializeToString()),
+                         ("request", big))
 
     def test_decode_garbage(self):
         import warnings
@@ -213,6 +248,20 @@ class TestFrames(unittest.TestCase):
             _frames.FrameReader(r, 100).read_frame()
         os.close(r)
 
+    def test_fd_sender(self):
+        send = _frames.fd_sender(self.w)
+        send(b"\0\0\0\3abc")
+        send(b"\0\0\0\5ab", b"cde")
+        tail = os.urandom(_frames.COALESCE_LIMIT + 1)
+        writer = threading.Thread(target=send,
+                                  args=(_frames.HEADER.pack(len(tail) + 1) + b"x", tail))
+        writer.start()
+        reader = _frames.FrameReader(self.r, 1 << 20)
+        self.assertEqual(reader.read_frame(), b"abc")
+        self.assertEqual(reader.read_frame(), b"abcde")
+        self.assertEqual(reader.read_frame(), b"x" + tail)
+        writer.join()
+
     def test_big_writev_round_trip(self):
         tail = os.urandom(5 << 20)
         writer = threading.Thread(target=_frames.write_frame,
@@ -291,6 +340,17 @@ class TestDispatch(RegistryIsolation):
         resp = self.call("big")
         self.assertEqual(resp.error.type, "FrameTooLarge")
 
+    def test_reply_at_the_frame_limit(self):
+        # 16 payload bytes + 6 bytes of Envelope/Response around them (id 5) = 22.
+        pypool.handler("echo")(lambda p, c: p)
+        for limit, fits in ((22, True), (21, False), (8, False)):
+            self.worker = _worker.Worker(pypool._registry, self._capture, limit)
+            resp = self.call("echo", b"p" * 16)
+            if fits:
+                self.assertEqual(resp.payload, b"p" * 16)
+            else:
+                self.assertEqual(resp.error.type, "FrameTooLarge")
+
     def test_error_fits_a_tiny_frame_limit(self):
         def loud(payload, ctx):
             raise RuntimeError("m" * 5000)
@@ -308,6 +368,8 @@ class TestDispatch(RegistryIsolation):
         def look(payload, ctx):
             seen.update(id=ctx.request_id, method=ctx.method, deadline=ctx.deadline_ms,
                         remaining=ctx.remaining(), sid=ctx.session_id, session=ctx.session)
+            # The worker builds Contexts slot by slot: none may be left unset.
+            seen.update(slots={name: getattr(ctx, name) for name in pypool.Context.__slots__})
             return b""
 
         pypool.handler("look")(look)
@@ -316,6 +378,8 @@ class TestDispatch(RegistryIsolation):
         self.assertTrue(0.4 < seen["remaining"] <= 0.5)
         self.assertIsNone(seen["sid"])
         self.assertIsNone(seen["session"])
+        self.call("look", req_id=10, session_id="s1")
+        self.assertEqual((seen["sid"], seen["session"], seen["remaining"]), ("s1", {}, None))
 
     def test_sessions(self):
         def count(payload, ctx):

@@ -71,6 +71,8 @@ class Context:
     """
 
     # __slots__: one Context is built per request, so keep it as light as possible.
+    # The worker fills these slots directly rather than calling __init__ (a call per request):
+    # a new slot must be set in _worker.Worker.handle_request too (tests/python checks this).
     __slots__ = ("request_id", "method", "deadline_ms", "session", "session_id", "_deadline")
 
     def __init__(self, request_id=0, method="", deadline_ms=0, session=None, session_id=None,

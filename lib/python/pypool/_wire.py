@@ -2,8 +2,9 @@
 
 Everything goes through the generated pypool_pb2 except the hot path, a successful Response:
 that one is encoded by hand (a few varints in front of the payload) so the payload is never
-copied into a protobuf message and back out, and a big payload can be written with writev
-straight from the handler's buffer. tests/python checks these bytes against pypool_pb2.
+copied into a protobuf message and back out: a small reply becomes one whole frame built from
+precomputed prefixes (one write(2)), a big payload is written with writev straight from the
+handler's buffer. tests/python checks these bytes against pypool_pb2.
 """
 
 from google.protobuf.message import DecodeError
@@ -28,14 +29,51 @@ _SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
 
 def varint(value):
     """Protobuf base-128 varint of a non-negative int (at most 10 bytes for a uint64)."""
+    # Unrolled for the lengths request ids and reply sizes have (ids grow by one per call).
     if value < 0x80:
         return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _frame_head(inner_size):
+    """4-byte length + Envelope.response tag + the Response's size, for a Response of inner_size."""
+    size = varint(inner_size)
+    return HEADER.pack(1 + len(size) + inner_size) + _TAG_ENVELOPE_RESPONSE + size
+
+
+# The prefixes of a small reply, precomputed by value (a few hundred tiny bytes objects).
+_ID_FIELDS = tuple(_TAG_RESPONSE_ID + _SMALL_VARINTS[i] for i in range(0x80))
+_PAYLOAD_HEADS = tuple(_TAG_RESPONSE_PAYLOAD + _SMALL_VARINTS[n] for n in range(0x80))
+_FRAME_HEADS = tuple(_frame_head(n) for n in range(0x80))
+
+
+# The most ok_response adds to a payload of up to 2**14 bytes (inclusive): tag + size (<= 3
+# bytes) of Envelope.response, tag + id (<= 10 bytes), tag + size (<= 3 bytes) of the payload.
+SMALL_REPLY_OVERHEAD = 1 + 3 + 1 + 10 + 1 + 3
+
+
+def ok_response(request_id, payload):
+    """The whole frame (4-byte length included) of Envelope{response{id, payload}}.
+
+    For small payloads, sent with one write(2): the payload is copied once, into the frame.
+    Big payloads go through ok_response_frame instead, which leaves them where they are.
+    """
+    size = len(payload)
+    id_field = _ID_FIELDS[request_id] if request_id < 0x80 else \
+        _TAG_RESPONSE_ID + varint(request_id)
+    payload_head = _PAYLOAD_HEADS[size] if size < 0x80 else _TAG_RESPONSE_PAYLOAD + varint(size)
+    inner_size = len(id_field) + len(payload_head) + size
+    frame_head = _FRAME_HEADS[inner_size] if inner_size < 0x80 else _frame_head(inner_size)
+    return b"".join((frame_head, id_field, payload_head, payload))
 
 
 def ok_response_frame(request_id, payload):
@@ -104,18 +142,27 @@ def decode(body):
         request = _fast_request(body)
         if request is not None:
             return "request", request
-    env = pb.Envelope()
+    env = _Envelope()
     try:
         consumed = env.ParseFromString(body)
     except DecodeError as exc:
         raise ProtocolError("undecodable envelope (%d bytes): %s" % (len(body), exc)) from None
     # The C++ backend stops at a stray end-group tag with only a RuntimeWarning and returns how
-    # far it got: treat a partial parse as the garbage it is.
+    # far it got: treat a partial parse as the garbage it is. (That is also why this is not
+    # Envelope.FromString, which would be a little cheaper: it hides how far it got.)
     if consumed != len(body):
         raise ProtocolError("undecodable envelope (%d bytes): parsed only %d bytes"
                             % (len(body), consumed))
+    # A small request is one field, Envelope.request (tag 0x12), whose one-byte length covers the
+    # rest of the body: then the oneof can only be "request", and these two byte reads are
+    # cheaper than asking the message (WhichOneof + getattr), on every call.
+    if consumed > 1 and body[0] == _TAG_ENVELOPE_REQUEST and body[1] == consumed - 2:
+        return "request", env.request
     kind = env.WhichOneof("msg")
     return kind, (getattr(env, kind) if kind else None)
+
+
+_Envelope = pb.Envelope
 
 
 # Big requests skip the protobuf parser: it copies the payload into a C++ string and again into

@@ -4,6 +4,11 @@ Request -> handler(payload, ctx) -> Response; Ping -> Pong; SessionClose -> drop
 Shutdown or EOF on fd 3 -> exit 0; a broken channel -> exit 3. SIGTERM exits at once while
 idle, and after the reply is sent while a handler runs.
 
+serve() and handle_request() run once per request, so they are written for it: callables
+bound to locals, the Context filled slot by slot, a small bytes reply encoded as one whole frame
+and sent with one write(2); everything rarer (errors, odd return types, big replies) takes the
+general methods below them.
+
 The Worker class does not own the fds: it takes a FrameReader and a send(head, tail) callable,
 so the unit tests can drive dispatch without a subprocess.
 """
@@ -20,6 +25,10 @@ from . import _boot, _frames, _wire
 
 EXIT_OK = 0
 
+_Context = pypool.Context
+_new_context = object.__new__
+_monotonic = time.monotonic
+
 
 class Worker:
     def __init__(self, registry, send, max_frame):
@@ -27,6 +36,10 @@ class Worker:
         self._send = send
         self._max_frame = max_frame
         self._sessions = {}
+        # A bytes reply up to this size can be sent as one ok_response frame without checking
+        # the frame limit: it is small enough to copy into one write(2) and fits any frame.
+        self._small_reply_limit = min(_frames.COALESCE_LIMIT,
+                                      max_frame - _wire.SMALL_REPLY_OVERHEAD)
         # busy: a message is being handled; SIGTERM then waits for the reply instead of exiting.
         self._busy = False
         self._term_requested = False
@@ -43,17 +56,25 @@ class Worker:
 
     def serve(self, reader):
         """Serve until EOF, Shutdown or SIGTERM; never returns."""
+        # This loop runs once per request: what it calls is bound to locals up front.
+        read_frame = reader.read_frame
+        decode = _wire.decode
+        handle_request = self.handle_request
+        dispatch = self.dispatch
         while True:
             try:
-                body = reader.read_frame()
+                body = read_frame()
             except _frames.ProtocolError as exc:
                 _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
             if body is None:
                 _boot.exit_now(EXIT_OK)
             self._busy = True
-            kind, message = _wire.decode(body)
+            kind, message = decode(body)
             body = None  # a big frame's bytes need not stay alive while its handler runs
-            self.dispatch(kind, message)
+            if kind == "request":
+                handle_request(message)
+            else:
+                dispatch(kind, message)
             self._busy = False
             if self._term_requested:
                 _boot.exit_now(EXIT_OK)
@@ -75,33 +96,44 @@ class Worker:
             raise _frames.ProtocolError("unexpected message from the pool: %s" % kind)
 
     def handle_request(self, req):
-        received_at = time.monotonic()
         request_id = req.id
         method = req.method
-        fn = self._registry.get(method)
-        if fn is None:
-            self._send_error(request_id, "NoSuchMethod",
-                             "no handler named %r (registered: %s)"
-                             % (method, ", ".join(sorted(self._registry)) or "none"), "")
+        try:
+            fn = self._registry[method]
+        except KeyError:
+            self._send_no_such_method(request_id, method)
             return
-        ctx = self._context(req, request_id, method, received_at)
+
+        # The Context, built slot by slot: Context.__init__ would cost a call and its defaults
+        # on every request. Same values as Context(request_id, method, deadline_ms, session,
+        # session_id, received_at=now); the clock is read only when there is a deadline.
+        deadline_ms = req.deadline_ms
+        session_id = req.session_id
+        ctx = _new_context(_Context)
+        ctx.request_id = request_id
+        ctx.method = method
+        ctx.deadline_ms = deadline_ms
+        ctx._deadline = _monotonic() + deadline_ms / 1000.0 if deadline_ms else None
+        if session_id:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = {}
+            ctx.session = session
+            ctx.session_id = session_id
+        else:
+            ctx.session = ctx.session_id = None
+
         try:
             result = fn(req.payload, ctx)
         except Exception as exc:
             self._send_exception(request_id, exc)
             return
-        self._send_result(request_id, method, result)
-
-    def _context(self, req, request_id, method, received_at):
-        session_id = req.session_id
-        if session_id:
-            session = self._sessions.get(session_id)
-            if session is None:
-                session = self._sessions[session_id] = {}
+        # The common reply, small bytes, as one frame in one write; anything else is checked
+        # and converted by _send_result.
+        if type(result) is bytes and len(result) <= self._small_reply_limit:
+            self._send(_wire.ok_response(request_id, result))
         else:
-            session_id = session = None
-        return pypool.Context(request_id, method, req.deadline_ms, session, session_id,
-                              received_at)
+            self._send_result(request_id, method, result)
 
     # --- replies ---------------------------------------------------------------------------
     def _send_result(self, request_id, method, result):
@@ -111,13 +143,23 @@ class Worker:
                              "handler %r returned %s; expected bytes, bytearray, memoryview, "
                              "str or None" % (method, type(result).__name__), "")
             return
-        head, body_size = _wire.ok_response_frame(request_id, payload)
+        if len(payload) <= _frames.COALESCE_LIMIT:
+            head = _wire.ok_response(request_id, payload)  # the whole frame: one write(2)
+            body_size = len(head) - _frames.HEADER_SIZE
+            payload = b""
+        else:
+            head, body_size = _wire.ok_response_frame(request_id, payload)  # writev, no copy
         if body_size > self._max_frame:
             self._send_error(request_id, "FrameTooLarge",
                              "reply of %d bytes exceeds the frame limit of %d bytes"
                              % (body_size, self._max_frame), "")
             return
         self._send(head, payload)
+
+    def _send_no_such_method(self, request_id, method):
+        self._send_error(request_id, "NoSuchMethod",
+                         "no handler named %r (registered: %s)"
+                         % (method, ", ".join(sorted(self._registry)) or "none"), "")
 
     def _send_exception(self, request_id, exc):
         # Skip our own frame: the traceback starts at the user's handler.
@@ -160,12 +202,6 @@ def _safe_str(exc):
         return "<unprintable %s>" % type(exc).__name__
 
 
-def _fd_sender(fd):
-    def send(head, tail=b""):
-        _frames.write_frame(fd, head, tail)
-    return send
-
-
 def run(module_name):
     """Boot sequence of PROTOCOL.md, then serve; never returns."""
     _boot.set_parent_death_signal()
@@ -176,7 +212,7 @@ def run(module_name):
     _boot.setup_stdio()
     _boot.protect_channel_fds()
     max_frame = _boot.max_frame_bytes()
-    worker = Worker(pypool._registry, _fd_sender(_boot.RESPONSE_FD), max_frame)
+    worker = Worker(pypool._registry, _frames.fd_sender(_boot.RESPONSE_FD), max_frame)
     worker.install_sigterm()
     _boot.import_user_module(module_name)
     try:
