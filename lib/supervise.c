@@ -366,6 +366,12 @@ static void reply_channel_broken(pypool *p, pypool__slot *s, int rc)
 
 void pypool__on_slot_reply(pypool *p, pypool__slot *s)
 {
+    /* An earlier event of this round (its exit, say) may have moved the slot on. */
+    pypool__lock(&p->mu);
+    bool talking = s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING;
+    pypool__unlock(&p->mu);
+    if (!talking)
+        return;
     int rc = pypool__reader_fill(&s->reader);
     const uint8_t *body;
     uint32_t len;
