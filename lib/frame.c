@@ -1,11 +1,11 @@
 /*
  * frame.c - length-prefixed frame reader and writer (see frame.h).
  *
- * Design notes:
- * - The reader keeps one buffer per channel. Small frames share a 64 KiB buffer; a large frame
- *   grows it to exactly header + length (checked against max_frame *before* allocating), and
- *   the buffer shrinks back once the large frame is consumed, so an idle worker does not pin
- *   a 50 MiB buffer.
+ * Design notes: * - The reader keeps one buffer per channel. Small frames share a 64 KiB buffer; a
+ * large frame grows it to exactly header + length (checked against max_frame *before* allocating).
+ * The large buffer is kept while large frames keep coming (page-faulting 16 MiB afresh per call
+ *   costs more than the copy itself) and given back after READER_SHRINK_AFTER small frames in
+ *   a row, so a worker that once saw a 50 MiB payload does not pin it forever.
  * - Writes go to an O_NONBLOCK pipe so a worker that stops reading cannot block the caller
  *   past its deadline. The pool's own writes use frame_write_held: the pool keeps a read end
  *   of every request pipe, so EPIPE (and SIGPIPE) cannot happen. The generic frame_write
@@ -28,8 +28,9 @@
 #include "clock.h"
 #include "pypool.h"
 
-#define READER_DEFAULT_CAP (64 * 1024)
-#define READER_SHRINK_OVER (1024 * 1024)
+#define READER_DEFAULT_CAP  (64 * 1024)
+#define READER_SHRINK_OVER  (1024 * 1024)
+#define READER_SHRINK_AFTER 64
 
 void pypool__reader_init(pypool__reader *r, int fd, uint32_t max_frame)
 {
@@ -58,18 +59,21 @@ void pypool__frame_put_header(uint8_t out[PYPOOL__FRAME_HEADER], uint32_t n)
     out[3] = (uint8_t)n;
 }
 
-/* Drops the frame handed out last; resets or shrinks the buffer when it runs empty. */
+/* Drops the frame handed out last; resets the buffer when it runs empty and shrinks a large
+ * one after a run of small frames. */
 static void drop_pending(pypool__reader *r)
 {
+    if (r->pending)
+        r->small_run = r->pending > READER_DEFAULT_CAP ? 0 : r->small_run + 1;
     r->start += r->pending;
     r->pending = 0;
-    if (r->start == r->end) {
-        r->start = r->end = 0;
-        if (r->cap > READER_SHRINK_OVER) {
-            free(r->buf);
-            r->buf = NULL;
-            r->cap = 0;
-        }
+    if (r->start != r->end)
+        return;
+    r->start = r->end = 0;
+    if (r->cap > READER_SHRINK_OVER && r->small_run >= READER_SHRINK_AFTER) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
     }
 }
 

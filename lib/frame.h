@@ -25,7 +25,8 @@ typedef struct pypool__reader {
     size_t cap;
     size_t start;
     size_t end;
-    size_t pending; /* bytes of the frame last returned, dropped at the next call */
+    size_t pending;     /* bytes of the frame last returned, dropped at the next call */
+    unsigned small_run; /* small frames in a row since the buffer grew large (lazy shrink) */
 } pypool__reader;
 
 void pypool__reader_init(pypool__reader *r, int fd, uint32_t max_frame);
