@@ -7,8 +7,11 @@
  *   accepts it (a thread waiting for any worker, or for that slot: a session's). The worker
  *   is never pushed on the idle stack in between, so a newly arriving thread cannot take it.
  *   Invariant: the idle stack is empty whenever a thread waits for "any" worker.
- * - The idle stack is LIFO so the most recently used worker (warm caches) serves next.
- * - Each waiter has its own condition variable: a release wakes exactly the thread it serves.
+ * - The idle stack is LIFO so the most recently used worker (warm caches) serves next. * - A
+ * release hands the slot over completely under the mutex (holder, deadline watch) and wakes exactly
+ * the thread it serves through that waiter's own futex word (sync.h); the woken thread returns
+ * without touching the mutex, so a hand-off costs one wake-up, not a pile-up of threads fighting
+ * for the lock.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -56,12 +59,24 @@ void pypool__idle_remove_locked(pypool *p, pypool__slot *s)
     }
 }
 
-static void mark_taken(pypool *p, pypool__slot *s)
+/* With mu held: the slot becomes `thread`'s, with a call deadline for the reaper to watch. */
+static void mark_taken(pypool *p, pypool__slot *s, pthread_t thread, int64_t call_deadline_ns)
 {
     pypool__transition(s, PYPOOL__EV_CHECKOUT);
     p->busy++;
     s->busy_since_ns = pypool__now_ns();
     s->leak_warned = false;
+    s->holder = thread;
+    atomic_store(&s->call_abort, 0);
+    pypool__watch_deadline_locked(p, s, call_deadline_ns);
+}
+
+/* With mu held: tells a waiter its fate; it leaves without taking mu again. */
+static void decide(pypool__waiter *w, int granted, int err)
+{
+    w->granted = granted;
+    w->err = err;
+    pypool__wake_post(&w->decided);
 }
 
 void pypool__slot_release_locked(pypool *p, pypool__slot *s)
@@ -69,9 +84,8 @@ void pypool__slot_release_locked(pypool *p, pypool__slot *s)
     for (pypool__waiter *w = p->wait_head; w; w = w->next) {
         if (w->want < 0 || w->want == (int)s->index) {
             waiter_unlink(p, w);
-            mark_taken(p, s);
-            w->granted = (int)s->index;
-            pypool__cond_signal(&w->cv);
+            mark_taken(p, s, w->thread, w->call_deadline_ns);
+            decide(w, (int)s->index, 0);
             return;
         }
     }
@@ -89,8 +103,7 @@ void pypool__fail_waiters_locked(pypool *p, int slot, int err)
         pypool__waiter *next = w->next;
         if (slot < 0 || w->want == slot) {
             waiter_unlink(p, w);
-            w->err = err;
-            pypool__cond_signal(&w->cv);
+            decide(w, -1, err);
         }
         w = next;
     }
@@ -133,46 +146,50 @@ static bool request_starts_locked(pypool *p)
 }
 
 /* Takes an idle worker now if the request can be served without waiting. */
-static pypool__slot *take_idle_locked(pypool *p, int want)
+static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline_ns)
 {
-    if (want >= 0) {
-        pypool__slot *s = &p->slots[want];
-        if (s->state != PYPOOL_SLOT_IDLE)
-            return NULL;
+    pypool__slot *s = NULL;
+    if (want >= 0 && p->slots[want].state == PYPOOL_SLOT_IDLE) {
+        s = &p->slots[want];
         pypool__idle_remove_locked(p, s);
-        mark_taken(p, s);
-        return s;
+    } else if (want < 0 && p->nidle > 0) {
+        s = &p->slots[p->idle[--p->nidle]];
     }
-    if (p->nidle == 0)
-        return NULL;
-    pypool__slot *s = &p->slots[p->idle[--p->nidle]];
-    mark_taken(p, s);
+    if (s)
+        mark_taken(p, s, pthread_self(), call_deadline_ns);
     return s;
 }
 
-/* Queues the caller and waits for a release, an error or the deadline. */
-static int wait_locked(pypool *p, int want, int64_t deadline_ns, pypool__slot **out)
+/*
+ * Queues the caller and waits, without the mutex, for its fate: a slot, an error or the
+ * deadline. Called with mu held; returns with mu released.
+ */
+static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_deadline_ns,
+                         pypool__slot **out)
 {
-    pypool__waiter w = {.want = want, .granted = -1};
-    pypool__cond_init(&w.cv);
+    pypool__waiter w = {.want = want,
+                        .granted = -1,
+                        .thread = pthread_self(),
+                        .call_deadline_ns = call_deadline_ns};
+    atomic_init(&w.decided, 0);
     waiter_append(p, &w);
     if (want < 0 && p->cfg.lazy && request_starts_locked(p))
         pypool__reaper_wake_locked(p);
-    while (w.granted < 0 && w.err == 0) {
-        if (!pypool__cond_wait_until(&w.cv, &p->mu, deadline_ns))
-            break;
+    pypool__unlock(&p->mu);
+    if (!pypool__wake_wait_until(&w.decided, deadline_ns)) {
+        pypool__lock(&p->mu);
+        bool decided = atomic_load(&w.decided) != 0; /* a release may have just won the race */
+        if (!decided) {
+            waiter_unlink(p, &w);
+            p->counters.timeouts++;
+        }
+        pypool__unlock(&p->mu);
+        if (!decided)
+            return PYPOOL_ETIMEDOUT;
     }
-    int rc = 0;
     if (w.granted >= 0)
         *out = &p->slots[w.granted];
-    else if (w.err)
-        rc = w.err;
-    else {
-        waiter_unlink(p, &w);
-        rc = PYPOOL_ETIMEDOUT;
-    }
-    pypool__cond_destroy(&w.cv);
-    return rc;
+    return w.granted >= 0 ? 0 : w.err;
 }
 
 void pypool__reaper_due_locked(pypool *p, int64_t at_ns)
@@ -189,6 +206,15 @@ void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_dead
     pypool__reaper_due_locked(p, call_deadline_ns);
 }
 
+/* With mu held: what a failed checkout reports besides its code. */
+static void failure_detail_locked(pypool *p, int rc, char **why)
+{
+    if (rc == PYPOOL_ESPAWN && p->last_spawn_error)
+        *why = strdup(p->last_spawn_error);
+    if (rc == PYPOOL_ETIMEDOUT)
+        p->counters.timeouts++;
+}
+
 int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
                      int64_t call_deadline_ns, pypool__slot **out, char **why)
 {
@@ -198,7 +224,7 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
     int rc = 0;
     if (p->shutting_down)
         rc = PYPOOL_ESHUTDOWN;
-    else if ((*out = take_idle_locked(p, want)) != NULL)
+    else if ((*out = take_idle_locked(p, want, call_deadline_ns)) != NULL)
         rc = 0;
     else if (pypool__unservable_locked(p))
         rc = PYPOOL_ESPAWN;
@@ -206,17 +232,13 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
         rc = PYPOOL_ETIMEDOUT;
     else if (p->cfg.max_waiters && p->nwaiters >= p->cfg.max_waiters)
         rc = PYPOOL_EBUSY;
-    else
-        rc = wait_locked(p, want, deadline_ns, out);
-    if (rc == PYPOOL_ESPAWN && p->last_spawn_error)
-        *why = strdup(p->last_spawn_error);
-    if (rc == PYPOOL_ETIMEDOUT)
-        p->counters.timeouts++;
-    if (rc == 0) {
-        (*out)->holder = pthread_self();
-        atomic_store(&(*out)->call_abort, 0);
-        pypool__watch_deadline_locked(p, *out, call_deadline_ns);
+    else {
+        rc = wait_unlocked(p, want, deadline_ns, call_deadline_ns, out);
+        if (rc == 0 || rc == PYPOOL_ETIMEDOUT)
+            return rc;
+        pypool__lock(&p->mu); /* woken with an error: fetch its detail */
     }
+    failure_detail_locked(p, rc, why);
     pypool__unlock(&p->mu);
     return rc;
 }

@@ -102,14 +102,20 @@ typedef struct pypool__slot {
     pypool__logbuf log;
 } pypool__slot;
 
-/* A thread waiting for a worker: any (want < 0) or one slot (a session's). */
+/*
+ * A thread waiting for a worker: any (want < 0) or one slot (a session's). Whoever decides its
+ * fate (a checkin, the reaper, destroy) does it under mu, fills granted or err and posts
+ * `decided`; the waiter then returns without taking mu again.
+ */
 typedef struct pypool__waiter {
     struct pypool__waiter *next;
     struct pypool__waiter *prev;
-    pthread_cond_t cv;
-    int want;    /* slot index, or -1 for any */
-    int granted; /* slot index handed over by checkin, -1 none */
-    int err;     /* non-zero: woken with this error (shutdown, spawn failure, session lost) */
+    int want;                 /* slot index, or -1 for any */
+    int granted;              /* slot index handed over, -1 none */
+    int err;                  /* non-zero: woken with this error (shutdown, spawn, session lost) */
+    pthread_t thread;         /* becomes the slot's holder */
+    int64_t call_deadline_ns; /* published with the slot (pypool__watch_deadline_locked) */
+    atomic_uint decided;      /* 0 while waiting; the futex word */
 } pypool__waiter;
 
 /* A child being stopped or already dead whose slot has moved on (reaper only). */

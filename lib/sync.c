@@ -6,13 +6,17 @@
  * the pool mutex locked or a worker checked out forever. Library calls are bounded by their
  * deadlines, so deferring a cancel to the next cancellation point after we return is safe.
  */
+#define _GNU_SOURCE
 #include "sync.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static void check(int rc, const char *what)
 {
@@ -62,11 +66,6 @@ void pypool__cond_destroy(pthread_cond_t *cv)
     check(pthread_cond_destroy(cv), "pthread_cond_destroy");
 }
 
-void pypool__cond_signal(pthread_cond_t *cv)
-{
-    check(pthread_cond_signal(cv), "pthread_cond_signal");
-}
-
 void pypool__cond_broadcast(pthread_cond_t *cv)
 {
     check(pthread_cond_broadcast(cv), "pthread_cond_broadcast");
@@ -97,4 +96,23 @@ void pypool__nocancel_end(int old_state)
 {
     int ignored;
     pthread_setcancelstate(old_state, &ignored);
+}
+
+bool pypool__wake_wait_until(atomic_uint *word, int64_t deadline_ns)
+{
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    while (atomic_load_explicit(word, memory_order_acquire) == 0) {
+        /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
+        long rc = syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 0u,
+                          deadline_ns < 0 ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+        if (rc != 0 && errno == ETIMEDOUT)
+            return atomic_load_explicit(word, memory_order_acquire) != 0;
+    }
+    return true;
+}
+
+void pypool__wake_post(atomic_uint *word)
+{
+    atomic_store_explicit(word, 1, memory_order_release);
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
 }

@@ -7,6 +7,7 @@
 #define PYPOOL_SYNC_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -18,10 +19,18 @@ void pypool__unlock(pthread_mutex_t *mu);
 /* Condition variables on CLOCK_MONOTONIC. */
 void pypool__cond_init(pthread_cond_t *cv);
 void pypool__cond_destroy(pthread_cond_t *cv);
-void pypool__cond_signal(pthread_cond_t *cv);
 void pypool__cond_broadcast(pthread_cond_t *cv);
 /* Waits until signalled or the absolute monotonic deadline (ns; < 0 = none). False on timeout. */
 bool pypool__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns);
+
+/*
+ * A one-shot wake-up word for handing a worker to a waiting thread (futex): the waiter sleeps
+ * while *word == 0 until the deadline (false on timeout); the waker stores 1 then wakes it.
+ * Waking a word whose waiter already left is harmless, which is what lets the waker skip any
+ * lock: the woken thread never has to fight for the pool mutex on its way out.
+ */
+bool pypool__wake_wait_until(atomic_uint *word, int64_t deadline_ns);
+void pypool__wake_post(atomic_uint *word);
 
 /* Disables thread cancellation for the duration of a library call (restored by the pair). */
 int pypool__nocancel_begin(void);
