@@ -23,13 +23,11 @@
 
 int pypool__enter(pypool *p)
 {
-    pypool__lock(&p->mu);
-    if (p->shutting_down) {
-        pypool__unlock(&p->mu);
-        return pypool__set_error(PYPOOL_ESHUTDOWN, "the pool is shutting down");
-    }
-    p->refs++;
-    pypool__unlock(&p->mu);
+    unsigned refs = atomic_load(&p->refs);
+    do {
+        if (refs & PYPOOL__REFS_CLOSED)
+            return pypool__set_error(PYPOOL_ESHUTDOWN, "the pool is shutting down");
+    } while (!atomic_compare_exchange_weak(&p->refs, &refs, refs + 1));
     return 0;
 }
 
@@ -52,18 +50,12 @@ static void pool_free(pypool *p)
     free(p);
 }
 
-void pypool__unref_locked(pypool *p)
-{
-    bool last = --p->refs == 0;
-    pypool__unlock(&p->mu);
-    if (last)
-        pool_free(p);
-}
-
 void pypool__leave(pypool *p)
 {
-    pypool__lock(&p->mu);
-    pypool__unref_locked(p);
+    /* Only destroy closes, and it does so before dropping the owner's reference, so the count
+     * can reach zero only once, with the closed bit set. */
+    if (atomic_fetch_sub(&p->refs, 1) == (PYPOOL__REFS_CLOSED | 1u))
+        pool_free(p);
 }
 
 void pypool__slot_close_locked(pypool *p, pypool__slot *s)
@@ -95,7 +87,7 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
         return pypool__set_error(PYPOOL_ENOMEM, "out of memory");
     pypool__mutex_init(&p->mu);
     pypool__cond_init(&p->state_cv);
-    p->refs = 1;
+    atomic_init(&p->refs, 1);
     p->wake_fd = -1;
     p->reaper_wake_at_ns = PYPOOL__NO_DEADLINE;
     *out = p;
@@ -219,7 +211,8 @@ int pypool_warm(pypool *p, int64_t timeout_ms)
         request_all_starts_locked(p);
         pypool__reaper_wake_locked(p);
         rc = wait_ready_locked(p, deadline, fail_seq);
-        pypool__unref_locked(p);
+        pypool__unlock(&p->mu);
+        pypool__leave(p);
     }
     pypool__nocancel_end(cancel);
     return rc;
@@ -237,6 +230,7 @@ void pypool_destroy(pypool *p)
         return;
     }
     p->shutting_down = true;
+    atomic_fetch_or(&p->refs, PYPOOL__REFS_CLOSED); /* nobody enters from now on */
     p->shutdown_started_ns = pypool__now_ns();
     pypool__fail_waiters_locked(p, -1, PYPOOL_ESHUTDOWN);
     pypool__cond_broadcast(&p->state_cv);
@@ -252,7 +246,8 @@ void pypool_destroy(pypool *p)
             pypool__slot_close_locked(p, s);
     }
     pypool__close_fd(&p->wake_fd);
-    pypool__unref_locked(p);
+    pypool__unlock(&p->mu);
+    pypool__leave(p); /* the owner's reference: frees the pool unless a caller is still out */
     pypool__nocancel_end(cancel);
 }
 

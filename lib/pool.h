@@ -20,10 +20,10 @@
  * checkin and the reaper then retires the child.
  *
  * Log pipes and logbufs belong to the reaper alone, in every state.
- *
- * Lifetime. `refs` counts the owner (until pypool_destroy) plus every thread inside a public
- * function plus every explicitly checked-out worker; the last one out frees the pool, so a
- * thread woken by destroy never touches freed memory.
+ * * Lifetime. `refs` (atomic, not under mu: two lock round trips fewer per call) counts the
+ * owner (until pypool_destroy) plus every thread inside a public function plus every
+ * explicitly checked-out worker; the last one out frees the pool, so a thread woken by destroy
+ * never touches freed memory. Its top bit is set by destroy: from then on nobody can enter.
  */
 #ifndef PYPOOL_POOL_H
 #define PYPOOL_POOL_H
@@ -155,7 +155,7 @@ struct pypool {
     bool shutting_down;
     bool reaper_done; /* the reaper has exited: checkin closes broken slots itself */
     int64_t shutdown_started_ns;
-    unsigned refs;
+    atomic_uint refs; /* see "Lifetime"; PYPOOL__REFS_CLOSED once destroy began */
     unsigned busy;
     int64_t reaper_wake_at_ns;  /* the reaper's poll returns by then at the latest (<0: never) */
     uint64_t start_fail_seq;    /* +1 per failed start: lets warm notice failures */
@@ -173,11 +173,11 @@ struct pypool {
 };
 
 /* --- lifecycle.c --- */
-/* Enter/leave a public function: holds a reference; refuses (ESHUTDOWN) once destroy began. */
+#define PYPOOL__REFS_CLOSED 0x80000000u
+/* Enter/leave a public function: holds a reference; refuses (ESHUTDOWN) once destroy began.
+ * The last leave frees the pool. Neither takes mu. */
 int pypool__enter(pypool *p);
 void pypool__leave(pypool *p);
-/* Drops a reference; the last frees the pool. Called with mu held; unlocks it. */
-void pypool__unref_locked(pypool *p);
 
 /* With mu held, after the reaper exited: closes a slot's channel and marks it STOPPED. */
 void pypool__slot_close_locked(pypool *p, pypool__slot *s);

@@ -1,13 +1,17 @@
 """Length-prefixed frames on raw pipe fds: a 4-byte big-endian length N, then N bytes.
 
 Reading goes through one BufferedReader with a large buffer, so a small request costs one
-read(2) for header and body together (the body's read() is then served from the buffer), and a
-big body is read straight into its final bytes object (no per-chunk concatenation). Writing
-sends a small frame with one write(2) and uses writev(2) for big ones so a large payload is
-never copied just to prepend its header.
+read(2) for header and body together (the body's read() is then served from the buffer). A big
+body (BIG_FRAME bytes or more) is read into one bytearray that the reader keeps and reuses: a
+fresh 16 MiB object per call is fresh memory, and page-faulting it in again on every call costs
+more than the transfer itself (and glibc hands big blocks back to the kernel on free, at the
+latest for frames above its 32 MiB mmap threshold). Writing sends a small frame with one
+write(2) and uses writev(2) for big ones so a large payload is never copied just to prepend its
+header.
 
 Both ends run once per request, so their fast paths keep everything they touch in locals of a
-closure (no attribute lookups) and push the rare cases (EOF, errors, short writes) out of line.
+closure (no attribute lookups) and push the rare cases (EOF, errors, short writes, big frames)
+out of line.
 """
 
 import io
@@ -18,6 +22,14 @@ HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
 
 _READ_BUFFER = 1 << 16
+# Frames of at least this size are read into the reader's reused buffer (and parsed by
+# _wire's hand parser, which starts at the same size). Below it, a fresh bytes per frame is
+# cheap: it comes from memory the process already has.
+BIG_FRAME = 1 << 18
+# The big-frame buffer is given back (or cut down to the frame at hand) after this many frames
+# in a row that did not need more than half of it, so a worker that once saw a 50 MiB payload
+# does not pin 50 MiB for ever. Same run length as the C reader's (lib/frame.c).
+SHRINK_AFTER = 64
 # Below this, copying head+tail into one buffer is cheaper than a writev with two iovecs.
 COALESCE_LIMIT = 1 << 14
 
@@ -27,34 +39,83 @@ class ProtocolError(Exception):
 
 
 class FrameReader:
-    """Reads whole frames from fd; read_frame() returns None on a clean EOF between frames."""
+    """Reads whole frames from fd; read_frame() returns None on a clean EOF between frames.
+
+    A frame body comes back as bytes, except a big one (>= BIG_FRAME bytes): that one is a
+    memoryview into the reader's reused buffer, valid only until the next read_frame(). The
+    caller copies out what it keeps (the worker: the payload, once, as the handler's bytes).
+    """
 
     def __init__(self, fd, max_frame):
         self._max_frame = max_frame
         self._in = io.BufferedReader(io.FileIO(fd, "rb", closefd=False), _READ_BUFFER)
         # read_frame is a closure over locals rather than a method: it runs once per request.
-        self.read_frame = _frame_reader(self._in.read, max_frame)
+        self.read_frame, self._big_buffer_size = _frame_reader(self._in, max_frame)
 
 
-def _frame_reader(read, max_frame):
+def _frame_reader(stream, max_frame):
+    """(read_frame, big_buffer_size): the reading closure and a probe of its buffer (tests)."""
+    read = stream.read
+    readinto = stream.readinto
     unpack = HEADER.unpack
+    # The big-frame buffer (None until a big frame comes), and how many more frames may go by
+    # without needing more than half of it before it is given back.
+    big = None
+    keep_for = 0
 
     def read_frame():
+        nonlocal big, keep_for
         head = read(4)
         if len(head) == 4:
             (size,) = unpack(head)
-            if size <= max_frame:
+            if size < BIG_FRAME:
                 body = read(size)
                 if len(body) == size:
+                    if keep_for:  # 0 whenever no big buffer is held: one test per small frame
+                        keep_for -= 1
+                        if not keep_for:
+                            big = None
                     return body
                 raise ProtocolError("EOF inside a frame (%d of %d bytes)" % (len(body), size))
+            if size <= max_frame:
+                return read_big(size)
             raise ProtocolError("incoming frame of %d bytes exceeds the limit of %d bytes"
                                 % (size, max_frame))
         if not head:
             return None
         raise ProtocolError("EOF inside a frame header (%d of 4 bytes)" % len(head))
 
-    return read_frame
+    def read_big(size):
+        nonlocal big, keep_for
+        if big is None or size > len(big):
+            # Exactly the frame's size: frames of one size (the usual case) then never grow it
+            # again, and no headroom sits in RSS. The old buffer goes first so that the two
+            # never live at once (a view the caller still holds would keep it, harmlessly).
+            big = None
+            big = bytearray(size)
+            keep_for = SHRINK_AFTER
+        elif size > len(big) >> 1:
+            keep_for = SHRINK_AFTER
+        else:
+            keep_for -= 1
+            if keep_for <= 0:  # a run of much smaller big frames: cut the buffer to this one
+                big = None
+                big = bytearray(size)
+                keep_for = SHRINK_AFTER
+        # Never resized in place (a new bytearray instead), so views handed out earlier stay
+        # valid: they see old bytes or later frames' bytes, never freed memory.
+        body = memoryview(big)[:size]
+        # BufferedReader.readinto copies what it has buffered, then reads the rest straight
+        # into body, looping until it is full or EOF.
+        got = readinto(body)
+        if got == size:
+            return body
+        raise ProtocolError("EOF inside a frame (%d of %d bytes)" % (got, size))
+
+    def big_buffer_size():
+        return 0 if big is None else len(big)
+
+    return read_frame, big_buffer_size
 
 
 def fd_sender(fd):

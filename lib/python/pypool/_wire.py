@@ -10,7 +10,7 @@ handler's buffer. tests/python checks these bytes against pypool_pb2.
 from google.protobuf.message import DecodeError
 
 from . import pypool_pb2 as pb
-from ._frames import HEADER, ProtocolError
+from ._frames import BIG_FRAME, HEADER, ProtocolError
 
 PROTOCOL_VERSION = 1
 
@@ -136,7 +136,9 @@ def _clean_text(text):
 def decode(body):
     """(kind, message) of the Envelope in a frame body; ProtocolError if it is not one.
 
-    kind is the oneof's name ("request", "ping", ...) or None for an empty envelope.
+    kind is the oneof's name ("request", "ping", ...) or None for an empty envelope. body is
+    bytes, or for a big frame a memoryview into the reader's reused buffer: nothing returned
+    refers to it (the payload is copied out, the protobuf parser copies what it keeps).
     """
     if len(body) >= _FAST_PATH_MIN:
         request = _fast_request(body)
@@ -166,11 +168,13 @@ _Envelope = pb.Envelope
 
 
 # Big requests skip the protobuf parser: it copies the payload into a C++ string and again into
-# the bytes handed to the handler, and every fresh 50 MiB buffer costs ~200 ms of page faults
-# here. The hand parser below slices the payload out once. It only accepts the layout the C
-# encoder writes (one Envelope.request, each Request field at most once, no unknown fields) and
-# returns None for anything else, so the protobuf parser stays the authority on odd input.
-_FAST_PATH_MIN = 1 << 18
+# the bytes handed to the handler, and fresh memory for big payloads costs page faults. The hand
+# parser below copies the payload once, out of the frame (a memoryview into the reader's reused
+# buffer), into the bytes the handler gets: that copy is needed because the buffer is reused,
+# and it is the only one. It only accepts the layout the C encoder writes (one
+# Envelope.request, each Request field at most once, no unknown fields) and returns None for
+# anything else, so the protobuf parser stays the authority on odd input.
+_FAST_PATH_MIN = BIG_FRAME
 _TAG_ENVELOPE_REQUEST = 0x12
 _VARINT_FIELDS = (1, 5)      # Request.id, Request.deadline_ms
 _BYTES_FIELDS = (2, 3, 4)    # Request.method, Request.payload, Request.session_id
@@ -182,10 +186,11 @@ class FastRequest:
     __slots__ = ("id", "method", "payload", "session_id", "deadline_ms")
 
     def __init__(self, fields):
+        # fields holds memoryviews of the frame for the bytes fields: copied out here, once.
         self.id = fields.get(1, 0)
-        self.method = fields.get(2, b"").decode("utf-8")
-        self.payload = fields.get(3, b"")
-        self.session_id = fields.get(4, b"").decode("utf-8")
+        self.method = str(fields.get(2, b""), "utf-8")
+        self.payload = bytes(fields.get(3, b""))
+        self.session_id = str(fields.get(4, b""), "utf-8")
         deadline = fields.get(5, 0)
         self.deadline_ms = deadline - (1 << 64) if deadline >= (1 << 63) else deadline
 
@@ -204,7 +209,12 @@ def _read_varint(buf, pos):
 
 
 def _fast_request(body):
-    """FastRequest from a canonical Envelope{request}, or None to let protobuf decide."""
+    """FastRequest from a canonical Envelope{request}, or None to let protobuf decide.
+
+    body: bytes or a memoryview. Slices of a memoryview are views, not copies, so the fields
+    are sliced from one and each is copied once, by FastRequest.
+    """
+    body = memoryview(body)
     try:
         if body[0] != _TAG_ENVELOPE_REQUEST:
             return None
