@@ -6,12 +6,15 @@
  * - No barging: a worker released while threads wait goes straight to the longest waiter that
  *   accepts it (a thread waiting for any worker, or for that slot: a session's). The worker
  *   is never pushed on the idle stack in between, so a newly arriving thread cannot take it.
- *   Invariant: the idle stack is empty whenever a thread waits for "any" worker.
- * - The idle stack is LIFO so the most recently used worker (warm caches) serves next. * - A
- * release hands the slot over completely under the mutex (holder, deadline watch) and wakes exactly
- * the thread it serves through that waiter's own futex word (sync.h); the woken thread returns
- * without touching the mutex, so a hand-off costs one wake-up, not a pile-up of threads fighting
- * for the lock.
+ *   Invariant: the idle stack is empty whenever a thread waits for "any" worker. * - The idle stack
+ * is LIFO so the most recently used worker (warm caches) serves next, except that a thread first
+ * gets back the worker it used last if that one is idle: stable thread/worker pairs keep both
+ * sides' caches and wake-ups on the same CPUs (measured: the 2-thread, 2-worker throughput
+ * otherwise trails dedicated pairs). The hint is per thread and only compared, never dereferenced,
+ * so a stale one is harmless. * - A release hands the slot over completely under the mutex (holder,
+ * deadline watch) and wakes exactly the thread it serves through that waiter's own futex word
+ * (sync.h); the woken thread returns without touching the mutex, so a hand-off costs one wake-up,
+ * not a pile-up of threads fighting for the lock.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -145,10 +148,23 @@ static bool request_starts_locked(pypool *p)
     return asked;
 }
 
+static _Thread_local const pypool *last_pool;
+static _Thread_local unsigned last_slot;
+
+/* The idle worker this thread used last in this pool, if any. */
+static int preferred_idle_locked(const pypool *p)
+{
+    if (last_pool != p || last_slot >= p->cfg.size)
+        return -1;
+    return p->slots[last_slot].state == PYPOOL_SLOT_IDLE ? (int)last_slot : -1;
+}
+
 /* Takes an idle worker now if the request can be served without waiting. */
 static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline_ns)
 {
     pypool__slot *s = NULL;
+    if (want < 0)
+        want = preferred_idle_locked(p);
     if (want >= 0 && p->slots[want].state == PYPOOL_SLOT_IDLE) {
         s = &p->slots[want];
         pypool__idle_remove_locked(p, s);
@@ -245,6 +261,8 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
 
 void pypool__checkin(pypool *p, pypool__slot *s, int reason)
 {
+    last_pool = p;
+    last_slot = s->index;
     pypool__lock(&p->mu);
     p->busy--;
     s->call_deadline_ns = 0;

@@ -125,14 +125,17 @@ static bool reaper_step(pypool *p, pollset *ps)
     pypool__lock(&p->mu);
     bool stopping = p->shutting_down;
     pypool__unlock(&p->mu);
-    if (stopping && pypool__shutdown_step(p))
-        return false;
+    if (stopping)
+        (void)pypool__shutdown_step(p); /* stops idle slots; they are retired just below */
     pypool__retire_broken(p);
+    if (stopping && pypool__shutdown_step(p))
+        return false; /* nothing left to wait for: no event would ever wake us again */
     if (!stopping)
         pypool__start_due(p);
     int64_t next = pypool__run_timers(p);
     build_pollset(p, ps);
-    int ready = poll(ps->fds, ps->n, poll_timeout(next, ps->need_tick));
+    int timeout = poll_timeout(next, ps->need_tick || stopping);
+    int ready = poll(ps->fds, ps->n, timeout);
     if (ready < 0 && errno != EINTR)
         pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper poll failed: %s", strerror(errno));
     if (ready > 0)

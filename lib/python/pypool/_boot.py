@@ -7,16 +7,18 @@ Each step exists because of a failure seen without it:
 - fds 3 and 4 made close-on-exec: a grandchild started by a handler would otherwise hold the
   response pipe open, and the pool would never see EOF when this worker dies.
 - line-buffered stdout/stderr: print() lines reach the pool's log callback promptly.
+
+Every worker start pays for what this module imports, so modules needed only on rare paths
+(traceback for an import failure, importlib.util for a module given as a file path) are
+imported where they are used.
 """
 
 import importlib
-import importlib.util
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 
 REQUEST_FD = 3
 RESPONSE_FD = 4
@@ -44,13 +46,48 @@ def fail(status, message):
 
 
 def set_parent_death_signal():
-    """Ask Linux to SIGKILL us when the parent (thread) goes away; best effort elsewhere."""
+    """Ask Linux to SIGKILL us when the parent (thread) goes away; best effort elsewhere.
+
+    The stdlib has no prctl(), so this is a foreign call. It goes through _ctypes, the C half
+    of ctypes, directly: `import ctypes` runs ctypes/__init__.py, which builds its whole type
+    zoo at import (about 2 ms of every worker's start here, on top of loading _ctypes itself),
+    for one call that needs one function pointer type. The full ctypes is the fallback should
+    a future _ctypes differ.
+    """
+    try:
+        prctl = _prctl_via_private_ctypes()
+    except Exception:  # e.g. _ctypes's private API changed: pay for the public one
+        prctl = _prctl_via_ctypes()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _prctl_via_private_ctypes():
+    # What ctypes.CDLL(None).prctl builds, minus ctypes/__init__.py: a C function pointer type
+    # with an int result (ctypes.c_int is this very _SimpleCData subclass) and cdecl calls;
+    # the int arguments need no declared types.
+    import _ctypes
+
+    class c_int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class CFunction(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+        _restype_ = c_int
+
+    try:
+        address = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "prctl")
+    except OSError:  # no prctl: not Linux
+        return None
+    return CFunction(address)
+
+
+def _prctl_via_ctypes():
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(None).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
 
 
 def expected_parent_pid():
@@ -124,11 +161,13 @@ def import_user_module(name):
         raise
     except BaseException:
         sys.stderr.write("pypool worker %d: cannot import module %r\n" % (os.getpid(), name))
+        import traceback  # here only: it costs every worker's start ~8 ms (linecache, tokenize...)
         traceback.print_exc()
         exit_now(EXIT_STARTUP)
 
 
 def _import_file(path):
+    import importlib.util  # here only: most workers import a module by name, and it costs ~2 ms
     path = os.path.abspath(path)
     # The module's directory goes on sys.path so it can import its siblings, as `python file.py` would.
     sys.path.insert(0, os.path.dirname(path))

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 
 import pypool
 
@@ -70,7 +69,9 @@ class Worker:
                 _boot.exit_now(EXIT_OK)
             self._busy = True
             kind, message = decode(body)
-            body = None  # a big frame's bytes need not stay alive while its handler runs
+            # A big frame's body is a view of the reader's reused buffer: the handler has its
+            # own copy of the payload, and the view must not outlive the next read.
+            body = None
             if kind == "request":
                 handle_request(message)
             else:
@@ -162,6 +163,9 @@ class Worker:
                          % (method, ", ".join(sorted(self._registry)) or "none"), "")
 
     def _send_exception(self, request_id, exc):
+        # traceback is imported on the first handler exception, not at start: with what it
+        # pulls in (linecache, tokenize, textwrap...) it costs every worker's start ~8 ms.
+        import traceback
         # Skip our own frame: the traceback starts at the user's handler.
         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
         tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
