@@ -29,6 +29,9 @@ from pypool import pypool_pb2 as pb  # noqa: E402  (needs the sys.path entry abo
 PYTHON = sys.executable
 HEADER = struct.Struct(">I")
 DEFAULT_TIMEOUT = 20.0
+# The worker as the C pool starts it today, and without runpy (pypool/__main__.py's run()).
+LAUNCH_M = [PYTHON, "-m", "pypool"]
+LAUNCH_C = [PYTHON, "-c", "from pypool.__main__ import run; run()"]
 
 
 def frame(envelope):
@@ -64,7 +67,8 @@ class _Drain(threading.Thread):
 class Worker:
     """One worker subprocess; send() frames to fd 3, recv() frames from fd 4."""
 
-    def __init__(self, module, parent_pid=None, max_frame=None, extra_env=None):
+    def __init__(self, module, parent_pid=None, max_frame=None, extra_env=None, launcher=None):
+        """launcher: the argv before "--module", by default what the C pool runs (-m pypool)."""
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
         child_req, child_resp = _high_dup(req_r), _high_dup(resp_w)
@@ -81,7 +85,7 @@ class Worker:
             os.dup2(child_resp, 4)
 
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "pypool", "--module", module], env=env, stdin=subprocess.DEVNULL,
+            (launcher or LAUNCH_M) + ["--module", module], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False,
             preexec_fn=arrange_fds)
         os.close(child_req)

@@ -76,6 +76,33 @@ class TestRegistration(RegistryIsolation):
                              env=dict(os.environ, PYTHONPATH=harness.RUNTIME_DIR), check=True)
         self.assertEqual(out.stdout.strip(), "[]")
 
+    def test_worker_modules_import_cheaply(self):
+        # What only rare paths need (handler exceptions, import failures, modules given as a
+        # path, the ctypes type zoo) must not be imported by every worker start.
+        import subprocess
+        import sys
+        code = ("import sys; from pypool import __main__, _boot, _worker; "
+                "_boot.set_parent_death_signal(); "
+                "print(sorted(m for m in ('traceback', 'ctypes', 'importlib.util', 'runpy') "
+                "if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=harness.RUNTIME_DIR), check=True)
+        self.assertEqual(out.stdout.strip(), "[]")
+
+    def test_parent_death_signal_is_set(self):
+        # Both routes to prctl: _ctypes directly, and the full ctypes should that fail.
+        import subprocess
+        import sys
+        check = ("import ctypes, signal; v = ctypes.c_int(0); "
+                 "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); "  # PR_GET_PDEATHSIG
+                 "print(v.value == signal.SIGKILL)")
+        for setup in ("", "_boot._prctl_via_private_ctypes = lambda: 1 / 0; "):
+            code = ("from pypool import _boot; " + setup + "_boot.set_parent_death_signal(); "
+                    + check)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 env=dict(os.environ, PYTHONPATH=harness.RUNTIME_DIR), check=True)
+            self.assertEqual(out.stdout.strip(), "True", setup or "via _ctypes")
+
 
 class TestContext(unittest.TestCase):
     def test_no_deadline(self):
@@ -270,6 +297,175 @@ class TestFrames(unittest.TestCase):
         body = _frames.FrameReader(self.r, 64 << 20).read_frame()
         writer.join()
         self.assertEqual(body, b"abc" + tail)
+
+
+class TestBigFrames(unittest.TestCase):
+    """Frames of BIG_FRAME bytes or more are read into one reused buffer: check its bookkeeping
+    (reuse, growth, release, cut to fit) never shows a frame anything but its own bytes."""
+
+    BIG = _frames.BIG_FRAME
+
+    def setUp(self):
+        self.r, self.w = os.pipe()
+        self.writers = []
+
+    def tearDown(self):
+        for writer in self.writers:
+            writer.join(10)
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def send(self, bodies):
+        self.send_raw(b"".join(_frames.HEADER.pack(len(b)) + b for b in bodies))
+
+    def send_raw(self, data, close=False):
+        """Writes data from a thread (a big frame does not fit the pipe), then closes if asked."""
+        def write():
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.w, view):]
+            if close:
+                os.close(self.w)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        self.writers.append(writer)
+
+    @staticmethod
+    def body(size, seed):
+        # Distinct content per frame, so a frame showing another's bytes cannot go unnoticed.
+        return (bytes([seed & 0xFF]) + os.urandom(15)) * (size // 16) + b"t" * (size % 16)
+
+    def read_all(self, reader, bodies):
+        """Reads len(bodies) frames, checking each against its body; returns the frames."""
+        got = []
+        for i, expected in enumerate(bodies):
+            frame = reader.read_frame()
+            self.assertEqual(len(frame), len(expected), "frame %d" % i)
+            self.assertTrue(frame == expected, "frame %d has other bytes" % i)
+            if len(expected) >= self.BIG:
+                self.assertIsInstance(frame, memoryview)
+            else:
+                self.assertIsInstance(frame, bytes)
+            got.append(frame)
+        return got
+
+    def test_alternating_big_and_small(self):
+        sizes = [self.BIG, 5, self.BIG, 0, self.BIG + 100, self.BIG - 1, 3 * self.BIG, 7,
+                 self.BIG + 1, 2 * self.BIG]
+        bodies = [self.body(size, i) for i, size in enumerate(sizes)]
+        self.send(bodies)
+        self.read_all(_frames.FrameReader(self.r, 16 << 20), bodies)
+
+    def test_buffer_is_reused_and_grown(self):
+        bodies = [self.body(self.BIG + 64, 1), self.body(self.BIG + 64, 2),
+                  self.body(self.BIG + 10, 3), self.body(2 * self.BIG, 4),
+                  self.body(self.BIG + 64, 5)]
+        self.send(bodies)
+        reader = _frames.FrameReader(self.r, 16 << 20)
+        frames = self.read_all(reader, bodies)
+        # Same buffer while frames fit it; a bigger frame gets a bigger one, which stays.
+        self.assertIs(frames[0].obj, frames[1].obj)
+        self.assertIs(frames[0].obj, frames[2].obj)
+        self.assertIsNot(frames[3].obj, frames[0].obj)
+        self.assertIs(frames[4].obj, frames[3].obj)
+        self.assertEqual(reader._big_buffer_size(), 2 * self.BIG)
+
+    def test_released_after_a_run_of_small_frames_then_big_again(self):
+        first, again = self.body(self.BIG, 1), self.body(self.BIG + 3, 2)
+        small = [b"s%d" % i for i in range(_frames.SHRINK_AFTER)]
+        self.send([first] + small + [again])
+        reader = _frames.FrameReader(self.r, 16 << 20)
+        self.read_all(reader, [first] + small[:-1])
+        self.assertEqual(reader._big_buffer_size(), self.BIG)  # not yet: one small frame short
+        self.read_all(reader, small[-1:])
+        self.assertEqual(reader._big_buffer_size(), 0)
+        self.read_all(reader, [again])
+        self.assertEqual(reader._big_buffer_size(), self.BIG + 3)
+
+    def test_cut_to_fit_after_a_run_of_much_smaller_big_frames(self):
+        huge = self.body(4 * self.BIG, 0)
+        smaller = [self.body(self.BIG, i) for i in range(1, _frames.SHRINK_AFTER + 2)]
+        self.send([huge] + smaller)
+        reader = _frames.FrameReader(self.r, 16 << 20)
+        self.read_all(reader, [huge] + smaller[:-2])
+        self.assertEqual(reader._big_buffer_size(), 4 * self.BIG)
+        self.read_all(reader, smaller[-2:])
+        self.assertEqual(reader._big_buffer_size(), self.BIG)
+
+    def test_eof_inside_a_big_frame(self):
+        self.send_raw(_frames.HEADER.pack(2 * self.BIG) + bytes(self.BIG), close=True)
+        with self.assertRaisesRegex(_frames.ProtocolError, "%d of %d" % (self.BIG, 2 * self.BIG)):
+            _frames.FrameReader(self.r, 16 << 20).read_frame()
+
+    def test_oversize_big_frame(self):
+        os.write(self.w, _frames.HEADER.pack(2 * self.BIG))
+        with self.assertRaisesRegex(_frames.ProtocolError, "exceeds"):
+            _frames.FrameReader(self.r, self.BIG).read_frame()
+
+
+class TestBigRequests(RegistryIsolation):
+    """Big requests go from the reader's reused buffer to the handler as their own bytes."""
+
+    def request(self, req_id, payload, method="keep"):
+        return harness.request(req_id, method, payload).SerializeToString()
+
+    def test_decode_copies_the_payload_out_of_the_buffer(self):
+        payload = os.urandom(_frames.BIG_FRAME)
+        buf = bytearray(self.request(1, payload))
+        kind, req = _wire.decode(memoryview(buf))
+        buf[-len(payload):] = bytes(len(payload))  # the reader reuses its buffer
+        self.assertEqual(kind, "request")
+        self.assertIs(type(req.payload), bytes)
+        self.assertEqual(req.payload, payload)
+        self.assertEqual((req.id, req.method), (1, "keep"))
+
+    def test_odd_big_frame_from_a_view_goes_to_protobuf(self):
+        payload = os.urandom(_frames.BIG_FRAME)
+        # Request.id twice: the hand parser steps aside, protobuf decodes it (last one wins).
+        inner = b"\x08\x01\x08\x02\x12\x04keep\x1a" + _wire.varint(len(payload)) + payload
+        buf = bytearray(b"\x12" + _wire.varint(len(inner)) + inner)
+        kind, req = _wire.decode(memoryview(buf))
+        buf[-len(payload):] = bytes(len(payload))
+        self.assertEqual((kind, req.id, req.method), ("request", 2, "keep"))
+        self.assertEqual(req.payload, payload)
+
+    def test_handlers_keep_their_payloads(self):
+        # A handler keeping its payload must never see it change when later frames reuse the
+        # reader's buffer: big ones of the same size (same buffer), bigger, and small ones.
+        kept = []
+        pypool.handler("keep")(lambda p, c: kept.append(p))
+        sent = []
+        worker = _worker.Worker(pypool._registry, lambda head, tail=b"": sent.append(1), 64 << 20)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        big = _frames.BIG_FRAME
+        payloads = [os.urandom(size) for size in (big, big, 10, big, 3 * big, 0, big + 1)]
+        data = b"".join(harness.frame(harness.request(i, "keep", p))
+                        for i, p in enumerate(payloads, start=1))
+
+        def write():
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+            os.close(w)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        reader = _frames.FrameReader(r, 64 << 20)
+        while True:
+            body = reader.read_frame()
+            if body is None:
+                break
+            worker.handle_frame(body)
+        writer.join()
+        self.assertEqual(len(sent), len(payloads))
+        self.assertEqual([type(p) for p in kept], [bytes] * len(payloads))
+        for i, (got, expected) in enumerate(zip(kept, payloads)):
+            self.assertTrue(got == expected, "payload %d changed" % i)
 
 
 class TestDispatch(RegistryIsolation):

@@ -1,6 +1,7 @@
 """End-to-end tests of the worker runtime: a real `python -m pypool` subprocess driven over
 pipes on fds 3/4 exactly as the C pool drives it (docs/PROTOCOL.md)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import harness
 from harness import Worker, pb
 
 RT_HANDLERS = sorted(["echo", "explicit-name", "fail", "give_str", "give_none", "give_int",
-                      "ctx_info", "count", "slow", "say", "hard_exit", "sys_exit", "big"])
+                      "ctx_info", "count", "slow", "say", "hard_exit", "sys_exit", "big",
+                      "keep", "kept", "startup_facts"])
 
 
 class WorkerTestCase(unittest.TestCase):
@@ -129,6 +131,50 @@ class TestHelloAndCalls(WorkerTestCase):
         worker = self.start(module=path)
         self.assertEqual(list(worker.hello().handlers), RT_HANDLERS)
         self.assertEqual(worker.call("echo", b"p").payload, b"p")
+
+
+class TestBigPayloads(WorkerTestCase):
+    """Big requests are read into a buffer the worker reuses; handlers get their own bytes."""
+
+    def test_alternating_big_and_small_echo(self):
+        worker = self.started()
+        for req_id, size in enumerate((3 << 20, 10, 3 << 20, 0, (1 << 18) + 5, 5 << 20, 16,
+                                       (1 << 18) - 1, 1 << 20), start=1):
+            payload = os.urandom(size)
+            resp = worker.call("echo", payload, req_id=req_id)
+            self.assertFalse(resp.HasField("error"), resp.error)
+            self.assertTrue(resp.payload == payload, "size %d" % size)
+
+    def test_kept_payloads_do_not_change(self):
+        worker = self.started()
+        payloads = [os.urandom(size) for size in (1 << 20, 1 << 20, 7, 1 << 20, 3 << 20, 1 << 19)]
+        for req_id, payload in enumerate(payloads, start=1):
+            self.assertEqual(worker.call("keep", payload, req_id=req_id).payload,
+                             str(req_id).encode())
+        kept = json.loads(worker.call("kept", req_id=99).payload)
+        self.assertEqual(kept, [["bytes", len(p), hashlib.sha256(p).hexdigest()]
+                                for p in payloads])
+
+
+class TestStartup(WorkerTestCase):
+    def test_costly_modules_stay_unloaded(self):
+        # A serving worker has not imported traceback or ctypes (only _ctypes, for prctl), and
+        # started the runpy-free way it has not imported runpy or importlib.util either.
+        for launcher, expected in ((harness.LAUNCH_M, ["_ctypes", "importlib.util", "runpy"]),
+                                   (harness.LAUNCH_C, ["_ctypes"])):
+            worker = self.started(launcher=launcher)
+            facts = json.loads(worker.call("startup_facts").payload)
+            self.assertEqual(facts["loaded"], expected, launcher)
+            self.assertEqual(facts["pdeathsig"], signal.SIGKILL, launcher)
+
+    def test_run_entry_point_serves(self):
+        worker = self.start(launcher=harness.LAUNCH_C)
+        self.assertEqual(list(worker.hello().handlers), RT_HANDLERS)
+        self.assertEqual(worker.call("echo", b"hi").payload, b"hi")
+        resp = worker.call("fail", b"x", req_id=2)  # the first exception imports traceback
+        self.assertIn("ValueError: bad value: x", resp.error.traceback)
+        worker.close_requests()
+        self.assertEqual(worker.wait(), 0)
 
 
 class TestExits(WorkerTestCase):

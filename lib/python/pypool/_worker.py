@@ -69,13 +69,17 @@ class Worker:
                 _boot.exit_now(EXIT_OK)
             self._busy = True
             kind, message = decode(body)
-            # A big frame's body is a view of the reader's reused buffer: the handler has its
-            # own copy of the payload, and the view must not outlive the next read.
+            # Drop the frame: a big one is a view of the reader's reused buffer, which must be
+            # free to go when the reader shrinks it (the handler has its own payload bytes).
             body = None
             if kind == "request":
                 handle_request(message)
             else:
                 dispatch(kind, message)
+            # Let go of the request (and its payload) before blocking on the next frame: an
+            # idle worker would otherwise pin its last payload, and the next big request's
+            # payload would need fresh memory while this one is still alive.
+            message = None
             self._busy = False
             if self._term_requested:
                 _boot.exit_now(EXIT_OK)
@@ -164,7 +168,7 @@ class Worker:
 
     def _send_exception(self, request_id, exc):
         # traceback is imported on the first handler exception, not at start: with what it
-        # pulls in (linecache, tokenize, textwrap...) it costs every worker's start ~8 ms.
+        # pulls in (linecache, tokenize, textwrap...) it would cost every worker's start ~7 ms.
         import traceback
         # Skip our own frame: the traceback starts at the user's handler.
         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None

@@ -78,3 +78,32 @@ def sys_exit(payload, ctx):
 @pypool.handler
 def big(payload, ctx):
     return b"z" * int(payload)
+
+
+# Payloads handed to `keep`, kept alive across calls: `kept` reports what they hold now, so a
+# test can check that later requests never write into an earlier handler's payload.
+_KEPT = []
+
+
+@pypool.handler
+def keep(payload, ctx):
+    _KEPT.append(payload)
+    return str(len(_KEPT)).encode()
+
+
+@pypool.handler
+def kept(payload, ctx):
+    import hashlib
+    return json.dumps([[type(p).__name__, len(p), hashlib.sha256(p).hexdigest()]
+                       for p in _KEPT]).encode()
+
+
+@pypool.handler
+def startup_facts(payload, ctx):
+    """Which costly modules the worker loaded, and its parent-death signal (before ctypes)."""
+    loaded = sorted(m for m in ("traceback", "ctypes", "_ctypes", "runpy", "importlib.util")
+                    if m in sys.modules)
+    import ctypes
+    sig = ctypes.c_int(-1)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return json.dumps({"loaded": loaded, "pdeathsig": sig.value}).encode()
