@@ -234,6 +234,16 @@ size_t pypool__unread_requests(const pypool__child *c)
     return (size_t)n;
 }
 
+bool pypool__has_exited(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+        if (errno != EINTR)
+            return errno == ECHILD; /* not ours to wait for any more: treat as gone */
+    return info.si_pid != 0;
+}
+
 int pypool__try_reap(pid_t pid, int *status)
 {
     for (;;) {

@@ -40,6 +40,9 @@ void pypool__child_close_fds(pypool__child *c);
 /* Bytes written to the child's request pipe that it has not read. */
 size_t pypool__unread_requests(const pypool__child *c);
 
+/* The child has exited (a zombie waiting to be reaped); nothing is reaped. */
+bool pypool__has_exited(pid_t pid);
+
 /* waitpid(pid, WNOHANG): 1 reaped (*status set), 0 still running, < 0 error (ECHILD...). */
 int pypool__try_reap(pid_t pid, int *status);
 

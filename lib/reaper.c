@@ -39,10 +39,32 @@ typedef struct pollset {
     bool need_tick; /* some child has no pidfd: poll exits with WNOHANG */
 } pollset;
 
+/* Room for every fd this round may watch; false if memory ran out (the set is cut short). */
+static bool pollset_reserve(pollset *ps, unsigned need)
+{
+    if (need <= ps->cap)
+        return true;
+    struct pollfd *fds = realloc(ps->fds, need * sizeof *fds);
+    if (fds)
+        ps->fds = fds;
+    unsigned char *kind = realloc(ps->kind, need * sizeof *kind);
+    if (kind)
+        ps->kind = kind;
+    unsigned *index = realloc(ps->index, need * sizeof *index);
+    if (index)
+        ps->index = index;
+    if (!fds || !kind || !index)
+        return false;
+    ps->cap = need;
+    return true;
+}
+
 static void add_fd(pollset *ps, int fd, enum fd_kind kind, unsigned index)
 {
-    if (fd < 0 || ps->n == ps->cap)
+    if (fd < 0 || ps->n == ps->cap) {
+        ps->need_tick |= fd >= 0; /* an fd left out: fall back to polling exits by clock */
         return;
+    }
     ps->fds[ps->n] = (struct pollfd){.fd = fd, .events = POLLIN};
     ps->kind[ps->n] = (unsigned char)kind;
     ps->index[ps->n] = index;
@@ -53,6 +75,8 @@ static void build_pollset(pypool *p, pollset *ps)
 {
     ps->n = 0;
     ps->need_tick = false;
+    /* the wake fd, 3 per slot (exit, reply, log), 2 per dying child (exit, log) */
+    (void)pollset_reserve(ps, 1 + 3 * p->cfg.size + 2 * p->ndying);
     add_fd(ps, p->wake_fd, FD_WAKE, 0);
     pypool__lock(&p->mu);
     for (unsigned i = 0; i < p->cfg.size; i++) {
@@ -149,11 +173,7 @@ static void *reaper_main(void *arg)
 {
     pypool *p = arg;
     pollset ps = {0};
-    ps.cap = 1 + 3 * p->cfg.size + 2 * (p->cfg.size * 2 + 64);
-    ps.fds = calloc(ps.cap, sizeof *ps.fds);
-    ps.kind = calloc(ps.cap, sizeof *ps.kind);
-    ps.index = calloc(ps.cap, sizeof *ps.index);
-    if (!ps.fds || !ps.kind || !ps.index) {
+    if (!pollset_reserve(&ps, 1 + 3 * p->cfg.size + 2 * (p->cfg.size + 8))) {
         pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper: out of memory");
         abort(); /* without a reaper nothing would ever be reaped or restarted */
     }

@@ -150,7 +150,9 @@ void pypool__on_dying_event(pypool *p, unsigned i)
 {
     pypool__dying *d = &p->dying[i];
     drain_log(p, &d->log_fd, &d->log, d->pid, false);
-    pypool__signal_group(d->pid, SIGKILL); /* its subprocesses; the leader is gone or going */
+    if (!pypool__has_exited(d->pid))
+        return; /* output, or a clock tick: a retiring worker may still be finishing */
+    pypool__signal_group(d->pid, SIGKILL); /* its subprocesses, while the pgid is still held */
     int status = 0;
     int r = pypool__try_reap(d->pid, &status);
     if (r == 0)
@@ -452,8 +454,8 @@ void pypool__on_slot_exit(pypool *p, pypool__slot *s)
     pid_t pid = s->child.pid;
     bool live = pid > 0 && !s->reaped;
     pypool__unlock(&p->mu);
-    if (!live)
-        return;
+    if (!live || !pypool__has_exited(pid))
+        return; /* a clock tick (no pidfd) on a worker that is still running */
     /* All the child wrote is in the pipe now: read it before reporting (stderr tail). */
     drain_log(p, &s->child.log_fd, &s->log, pid, false);
     pypool__lock(&p->mu);
@@ -478,10 +480,10 @@ void pypool__poll_exits(pypool *p)
         pypool__slot *s = &p->slots[i];
         if (s->child.pid > 0 && s->child.pidfd < 0)
             pypool__on_slot_exit(p, s);
-    }
+    } /* All dying children, not only those without a pidfd: this also runs when the poll set
+       * could not hold every fd (out of memory); a WNOHANG on a live child costs little. */
     for (unsigned i = p->ndying; i-- > 0;)
-        if (p->dying[i].pidfd < 0)
-            pypool__on_dying_event(p, i);
+        pypool__on_dying_event(p, i);
 }
 
 /* ---- broken slots ------------------------------------------------------------------------ */
