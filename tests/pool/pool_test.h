@@ -194,6 +194,25 @@ static inline bool pt_wait_waiters(pypool *p, unsigned n, int64_t timeout_ms)
     return tu_wait_until(pt_pred_waiters, &a, timeout_ms);
 }
 
+typedef struct pt_replaced_arg {
+    pypool *p;
+    int old;
+} pt_replaced_arg;
+
+static inline bool pt_pred_replaced(void *arg)
+{
+    pt_replaced_arg *a = arg;
+    pypool_stats s = pt_stats(a->p);
+    return s.idle == 1 && s.slots[0].pid > 0 && s.slots[0].pid != a->old;
+}
+
+/* One-slot pool: waits until a worker other than old_pid is idle in slot 0. */
+static inline bool pt_wait_replaced(pypool *p, int old_pid, int64_t timeout_ms)
+{
+    pt_replaced_arg a = {p, old_pid};
+    return tu_wait_until(pt_pred_replaced, &a, timeout_ms);
+}
+
 /* Pid of the first BUSY slot, or 0. */
 static inline int pt_busy_pid(pypool *p)
 {

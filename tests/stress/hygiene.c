@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "pypool.h"
+#include "testutil.h"
 
 #ifndef PYPOOL_TEST_MODULES
 #error "PYPOOL_TEST_MODULES must point at tests/modules"
@@ -57,72 +58,12 @@ static void fail(int iter, const char *fmt, ...)
     failures++;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.')
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
-static int count_fds(void)
-{
-    return count_dir("/proc/self/fd") - 1; /* minus the DIR's own fd */
-}
-
-static int count_threads(void)
-{
-    return count_dir("/proc/self/task");
-}
-
-/* Processes whose parent is us, alive or zombie; the first is stored in *first. */
+/* Processes whose parent is us, alive or zombie; the first and its state are reported. */
 static int count_children(pid_t *first, char *first_state)
 {
-    DIR *d = opendir("/proc");
-    if (!d)
-        return -1;
-    pid_t self = getpid();
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0)
-            continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        char state;
-        long ppid;
-        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || ppid != self)
-            continue;
-        if (n == 0) {
-            *first = (pid_t)pid;
-            *first_state = state;
-        }
-        n++;
-    }
-    closedir(d);
+    int n = tu_list_children(first, 1);
+    if (n > 0)
+        *first_state = tu_pid_state(*first);
     return n;
 }
 
@@ -130,7 +71,7 @@ static void step(int iter, const char *what)
 {
     pthread_mutex_lock(&wd_mu);
     if (iter != wd_iter)
-        wd_since = now_ms();
+        wd_since = tu_now_ms();
     wd_iter = iter;
     wd_step = what;
     pthread_mutex_unlock(&wd_mu);
@@ -146,7 +87,7 @@ static void *watchdog_main(void *arg)
         pthread_mutex_lock(&wd_mu);
         int iter = wd_iter;
         const char *what = wd_step;
-        int64_t took = now_ms() - wd_since;
+        int64_t took = tu_now_ms() - wd_since;
         pthread_mutex_unlock(&wd_mu);
         if (iter >= 0 && took > POOL_HANG_MS) {
             fprintf(stderr, "hygiene: HANG: pool %d (shape %d) stuck in %s for %" PRId64 " ms\n",
@@ -260,16 +201,16 @@ int main(int argc, char **argv)
         return 1;
     pthread_detach(wd);
     /* after the watchdog (and any sanitizer helper thread) exists */
-    int fds0 = count_fds(), threads0 = count_threads();
+    int fds0 = tu_count_fds(), threads0 = tu_count_threads();
     pid_t cpid = 0;
     char cstate = '?';
     int children0 = count_children(&cpid, &cstate);
     fprintf(stderr, "hygiene: baseline fds %d threads %d children %d; %d pools\n", fds0, threads0,
             children0, pools);
-    int64_t t0 = now_ms();
+    int64_t t0 = tu_now_ms();
     for (int i = 0; i < pools && failures < 10; i++) {
         one_pool(i);
-        int fds = count_fds(), threads = count_threads();
+        int fds = tu_count_fds(), threads = tu_count_threads();
         int children = count_children(&cpid, &cstate);
         if (fds != fds0)
             fail(i, "fds %d, baseline %d", fds, fds0);
@@ -279,7 +220,7 @@ int main(int argc, char **argv)
             fail(i, "%d children (first: pid %d state %c), baseline %d", children, (int)cpid,
                  cstate, children0);
     }
-    int64_t took = now_ms() - t0;
+    int64_t took = tu_now_ms() - t0;
     fprintf(stderr, "hygiene: %d pools in %" PRId64 " ms (%.1f ms each): %s\n", pools, took,
             (double)took / pools, failures ? "FAILED" : "PASSED");
     return failures ? 1 : 0;

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "pypool.h"
+#include "testutil.h"
 
 #ifndef PYPOOL_TEST_MODULES
 #error "PYPOOL_TEST_MODULES must point at tests/modules"
@@ -116,13 +117,6 @@ static void fail(const char *fmt, ...)
     fprintf(stderr, "stress: FAIL [%s] %s\n", atomic_load(&phase), buf);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int64_t ms)
 {
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -154,65 +148,12 @@ static void count_outcome(int kind, int rc)
 
 /* ---- /proc accounting ------------------------------------------------------------------- */
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.')
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
-static int count_fds(void)
-{
-    return count_dir("/proc/self/fd") - 1; /* minus the DIR's own fd */
-}
-
-static int count_threads(void)
-{
-    return count_dir("/proc/self/task");
-}
-
 /* Children of this process (alive or zombie): fills pids/states, returns how many. */
 static int list_children(pid_t *pids, char *states, int max)
 {
-    DIR *d = opendir("/proc");
-    if (!d)
-        return -1;
-    pid_t self = getpid();
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0)
-            continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')'); /* comm may contain spaces */
-        char state;
-        long ppid;
-        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || ppid != self)
-            continue;
-        if (n < max) {
-            pids[n] = (pid_t)pid;
-            states[n] = state;
-        }
-        n++;
-    }
-    closedir(d);
+    int n = tu_list_children(pids, max);
+    for (int i = 0; i < n && i < max; i++)
+        states[i] = tu_pid_state(pids[i]);
     return n;
 }
 
@@ -260,7 +201,7 @@ static bool code_in(int rc, const int *set, int n)
 /* Checks a call's duration against its budget (deadline + tolerance). */
 static void check_time(const client *c, const char *what, int64_t t0, int64_t budget_ms, int rc)
 {
-    int64_t elapsed = now_ms() - t0;
+    int64_t elapsed = tu_now_ms() - t0;
     long late = (long)(elapsed - budget_ms);
     long prev = atomic_load(&lateness_max);
     while (late > prev && !atomic_compare_exchange_weak(&lateness_max, &prev, late))
@@ -327,7 +268,7 @@ static int pool_call(client *c, const char *method, const void *buf, size_t len,
                      pypool_result *r, int64_t *t0)
 {
     atomic_store(&c->in_call, 1);
-    *t0 = now_ms();
+    *t0 = tu_now_ms();
     int rc = pypool_call(pool, method, buf, len, timeout, r);
     atomic_store(&c->in_call, 0);
     return rc;
@@ -363,7 +304,7 @@ static void op_sleep(client *c)
     snprintf(arg, sizeof arg, "%u.%03u", ms / 1000, ms % 1000);
     pypool_result r;
     int rc = pool_call(c, "sleep", arg, strlen(arg), timeout, &r, &t0);
-    int64_t elapsed = now_ms() - t0;
+    int64_t elapsed = tu_now_ms() - t0;
     check_time(c, "sleep", t0, call_budget(timeout), rc);
     check_result_shape(c, "sleep", rc, &r);
     count_outcome(OP_SLEEP, rc);
@@ -432,7 +373,7 @@ static void op_session(client *c)
     session_track *t = &c->sessions[rnd(&c->rng) % SESSIONS_PER_THR];
     if (rnd(&c->rng) % 20 == 0) {
         atomic_store(&c->in_call, 1);
-        int64_t t0 = now_ms();
+        int64_t t0 = tu_now_ms();
         int rc = pypool_session_close(pool, t->id);
         atomic_store(&c->in_call, 0);
         /* close waits up to checkout_timeout_ms for the session's worker */
@@ -451,7 +392,7 @@ static void op_session(client *c)
     int64_t timeout = pick_deadline(c), t0;
     pypool_result r;
     atomic_store(&c->in_call, 1);
-    t0 = now_ms();
+    t0 = tu_now_ms();
     int rc = pypool_session_call(pool, t->id, "count", "", 0, timeout, &r);
     atomic_store(&c->in_call, 0);
     check_time(c, "session_call", t0, call_budget(timeout), rc);
@@ -497,7 +438,7 @@ static int checkout_call(client *c, pypool_worker *w, int wpid, bool broken)
     }
     pypool_result r;
     atomic_store(&c->in_call, 1);
-    int64_t t0 = now_ms();
+    int64_t t0 = tu_now_ms();
     int rc = pypool_worker_call(w, method, buf, len, timeout, &r);
     atomic_store(&c->in_call, 0);
     check_time(c, "worker_call", t0, timeout, rc);
@@ -538,7 +479,7 @@ static void op_checkout(client *c)
     int64_t timeout = pick_deadline(c);
     pypool_worker *w = NULL;
     atomic_store(&c->in_call, 1);
-    int64_t t0 = now_ms();
+    int64_t t0 = tu_now_ms();
     int rc = pypool_checkout(pool, timeout, &w);
     atomic_store(&c->in_call, 0);
     /* timeout 0: take an idle worker or fail at once */
@@ -698,9 +639,9 @@ static atomic_int watchdog_done;
 static void *watchdog_main(void *arg)
 {
     int64_t limit_ms = *(int64_t *)arg;
-    int64_t until = now_ms() + limit_ms;
+    int64_t until = tu_now_ms() + limit_ms;
     while (!atomic_load(&watchdog_done)) {
-        if (now_ms() > until) {
+        if (tu_now_ms() > until) {
             fprintf(stderr,
                     "stress: HANG: still in phase '%s' after %" PRId64
                     " ms; %d failures so far. Aborting.\n",
@@ -734,9 +675,9 @@ static void print_stats(const char *label, const pypool_stats *st)
 static bool pause_all(int64_t wait_ms)
 {
     atomic_store(&pause_clients, 1);
-    int64_t until = now_ms() + wait_ms;
+    int64_t until = tu_now_ms() + wait_ms;
     while (atomic_load(&paused_count) < opt.threads) {
-        if (now_ms() > until)
+        if (tu_now_ms() > until)
             return false;
         sleep_ms(5);
     }
@@ -765,7 +706,7 @@ static void check_recovery(int64_t chaos_stopped_ms)
         unsigned live = 0;
         for (unsigned i = 0; i < st.slot_count; i++)
             live += slot_live(st.slots[i].state);
-        int64_t took = now_ms() - chaos_stopped_ms;
+        int64_t took = tu_now_ms() - chaos_stopped_ms;
         if (live == st.size) {
             fprintf(stderr, "stress: pool back to full size %u, %" PRId64 " ms after chaos\n",
                     st.size, took);
@@ -911,21 +852,21 @@ static void check_hygiene(int fds0, int threads0)
 {
     pid_t pids[32];
     char states[32];
-    int64_t until = now_ms() + 500; /* a zombie must not even linger */
+    int64_t until = tu_now_ms() + 500; /* a zombie must not even linger */
     int n;
-    while ((n = list_children(pids, states, 32)) > 0 && now_ms() < until)
+    while ((n = list_children(pids, states, 32)) > 0 && tu_now_ms() < until)
         sleep_ms(10);
     if (n > 0) {
         fail("%d child process(es) left after destroy", n);
         for (int i = 0; i < n && i < 32; i++)
             fprintf(stderr, "stress:   child pid %d state %c\n", (int)pids[i], states[i]);
     }
-    int fds = count_fds();
+    int fds = tu_count_fds();
     if (fds != fds0) {
         fail("open fds: %d before create, %d after destroy", fds0, fds);
         print_fds();
     }
-    int threads = count_threads();
+    int threads = tu_count_threads();
     if (threads != threads0)
         fail("threads: %d before create, %d after destroy and join", threads0, threads);
 }
@@ -939,19 +880,19 @@ int main(int argc, char **argv)
             "--seed %" PRIu64 ")\n",
             opt.seed, opt.seconds, opt.threads, opt.workers, opt.tolerance_ms, opt.seed);
 
-    int fds0 = count_fds();
+    int fds0 = tu_count_fds();
     pthread_t watchdog;
     int64_t hang_ms = (int64_t)opt.seconds * 1000 + 120000;
     start_thread(&watchdog, watchdog_main, &hang_ms);
     /* Counted after the first pthread_create: ThreadSanitizer starts its own background thread
      * then. The watchdog lives until after the final count. */
-    int threads0 = count_threads();
+    int threads0 = tu_count_threads();
 
     atomic_store(&phase, "create");
-    int64_t t_create = now_ms();
+    int64_t t_create = tu_now_ms();
     pool = create_pool();
     fprintf(stderr, "stress: pool of %d created in %" PRId64 " ms\n", opt.workers,
-            now_ms() - t_create);
+            tu_now_ms() - t_create);
 
     clients = calloc((size_t)opt.threads, sizeof *clients);
     if (!clients)
@@ -975,13 +916,13 @@ int main(int argc, char **argv)
     start_thread(&chaos, chaos_main, &chaos_rng);
     start_thread(&stats, stats_main, NULL);
 
-    int64_t t_chaos = now_ms();
-    while (now_ms() - t_chaos < (int64_t)opt.seconds * 1000 && atomic_load(&failures) == 0)
+    int64_t t_chaos = tu_now_ms();
+    while (tu_now_ms() - t_chaos < (int64_t)opt.seconds * 1000 && atomic_load(&failures) == 0)
         sleep_ms(50);
 
     atomic_store(&stop_chaos, 1);
     join_thread(chaos, "chaos thread");
-    int64_t chaos_stopped = now_ms();
+    int64_t chaos_stopped = tu_now_ms();
     pypool_stats st;
     pypool_stats_get(pool, &st);
     print_stats("after chaos", &st);
@@ -1006,9 +947,9 @@ int main(int argc, char **argv)
     int in_flight = 0;
     for (int i = 0; i < opt.threads; i++)
         in_flight += atomic_load(&clients[i].in_call);
-    int64_t t_destroy = now_ms();
+    int64_t t_destroy = tu_now_ms();
     pypool_destroy(pool);
-    int64_t destroy_ms = now_ms() - t_destroy;
+    int64_t destroy_ms = tu_now_ms() - t_destroy;
     fprintf(stderr, "stress: destroy with %d calls in flight took %" PRId64 " ms\n", in_flight,
             destroy_ms);
     if (in_flight == 0)

@@ -7,18 +7,6 @@
 
 TestSuite(sup_health, .init = tu_log_reset, .fini = pt_teardown, .timeout = 60);
 
-typedef struct replaced_arg {
-    pypool *p;
-    int old;
-} replaced_arg;
-
-static bool replaced_and_idle(void *arg)
-{
-    replaced_arg *a = arg;
-    pypool_stats s = pt_stats(a->p);
-    return s.idle == 1 && s.slots[0].pid > 0 && s.slots[0].pid != a->old;
-}
-
 Test(sup_health, idle_worker_that_stops_answering_pings_is_killed_and_replaced, .timeout = 60)
 {
     pypool_config cfg;
@@ -41,8 +29,7 @@ Test(sup_health, idle_worker_that_stops_answering_pings_is_killed_and_replaced, 
     pypool_result_free(&r);
     int64_t t0 = tu_now_ms();
 
-    replaced_arg a = {p, wedged};
-    bool replaced = tu_wait_until(replaced_and_idle, &a, 10000);
+    bool replaced = pt_wait_replaced(p, wedged, 10000);
     int64_t took = tu_now_ms() - t0;
     cr_assert(replaced, "the wedged worker %d was not replaced within 10 s", wedged);
     cr_assert(tu_wait_pid_gone(wedged, 3000), "the wedged worker %d still exists", wedged);

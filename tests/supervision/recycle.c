@@ -95,18 +95,6 @@ Test(sup_recycle, max_calls_100_over_1000_calls_about_10_pids_no_failure, .timeo
     pt_destroy(p);
 }
 
-typedef struct replaced_arg {
-    pypool *p;
-    int old;
-} replaced_arg;
-
-static bool replaced_and_idle(void *arg)
-{
-    replaced_arg *a = arg;
-    pypool_stats s = pt_stats(a->p);
-    return s.idle == 1 && s.slots[0].pid > 0 && s.slots[0].pid != a->old;
-}
-
 Test(sup_recycle, worker_over_the_rss_limit_is_replaced_without_an_error, .timeout = 60)
 {
     pypool_config cfg;
@@ -129,9 +117,7 @@ Test(sup_recycle, worker_over_the_rss_limit_is_replaced_without_an_error, .timeo
     PT_ASSERT_REPLY(rc, &r, "ok", "the call that grows RSS to ~180 MiB");
     cr_assert_eq(r.worker_pid, pid);
     pypool_result_free(&r);
-    replaced_arg a = {p, pid};
-    cr_assert(tu_wait_until(replaced_and_idle, &a, 15000),
-              "the worker over the RSS limit was not replaced");
+    cr_assert(pt_wait_replaced(p, pid, 15000), "the worker over the RSS limit was not replaced");
     cr_assert(tu_wait_pid_gone(pid, 5000), "the retired worker %d still exists", pid);
 
     rc = pt_call_str(p, "echo", "fresh", 10000, &r);

@@ -180,10 +180,15 @@ bool tu_pid_exists(pid_t pid)
     return access(path, F_OK) == 0;
 }
 
-bool tu_pid_zombie(pid_t pid)
+char tu_pid_state(pid_t pid)
 {
     char buf[64];
-    return status_field(pid, "State", buf, sizeof buf) && buf[0] == 'Z';
+    return status_field(pid, "State", buf, sizeof buf) ? buf[0] : '?';
+}
+
+bool tu_pid_zombie(pid_t pid)
+{
+    return tu_pid_state(pid) == 'Z';
 }
 
 bool tu_wait_until(bool (*pred)(void *arg), void *arg, int64_t timeout_ms)

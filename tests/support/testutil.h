@@ -25,6 +25,7 @@ int tu_list_children(pid_t *pids, int max);
 
 bool tu_pid_exists(pid_t pid); /* /proc/<pid> exists (alive or zombie) */
 bool tu_pid_zombie(pid_t pid); /* state Z */
+char tu_pid_state(pid_t pid);  /* /proc state letter (R, S, Z, ...), '?' if gone */
 
 /* Polls pred(arg) every 5 ms until it is true or timeout_ms passes. */
 bool tu_wait_until(bool (*pred)(void *arg), void *arg, int64_t timeout_ms);
