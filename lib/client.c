@@ -52,11 +52,14 @@ static int check_call_args(const pypool *p, const char *method, const void *payl
     return 0;
 }
 
-/* Checkout that skips (and hands to the reaper) idle workers found dead or dirty. */
+/*
+ * Checkout that skips (and hands to the reaper) a worker whose reply channel is not clean:
+ * bytes left over from an earlier exchange mean it talked out of turn.
+ */
 static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, int64_t call_deadline,
                           pypool__slot **out, pypool_result *res)
 {
-    for (unsigned tries = 0;; tries++) {
+    for (;;) {
         char *why = NULL;
         int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, &why);
         if (rc) {
@@ -69,12 +72,12 @@ static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, in
         if (!pypool__slot_channel_dirty(*out))
             return 0;
         pypool__log(p, PYPOOL_LOG_WARN, (*out)->child.pid,
-                    "idle worker hung up or wrote unsolicited data; replacing it");
+                    "idle worker left unsolicited data in its reply channel; replacing it");
         pypool__slot_kill(p, *out);
-        pypool__checkin(p, *out, PYPOOL__BREAK_CRASH);
+        (*out)->pend_proto++;
+        pypool__checkin(p, *out, PYPOOL__BREAK_PROTO);
         if (want >= 0)
             return result_error(res, PYPOOL_ESESSION, "the session's worker was lost");
-        (void)tries;
     }
 }
 
