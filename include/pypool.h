@@ -79,7 +79,14 @@ enum pypool_log_level {
 
 typedef void (*pypool_log_fn)(void *ud, int level, int worker_pid, const char *line);
 
+/*
+ * ABI: pypool_config and pypool_stats grow at their ends from one version to the next. The
+ * init/get macros pass the size of the caller's struct, so a program built against an older
+ * header keeps working with a newer library: the library reads and writes only that many bytes
+ * and gives every field the caller does not know its default. Fields are never reordered.
+ */
 typedef struct pypool_config {
+    size_t struct_size;      /* set by pypool_config_init: sizeof the caller's struct */
     unsigned size;           /* slots (default 4) */
     const char *python;      /* interpreter; NULL: $PYPOOL_PYTHON, else the one found at build */
     const char *module;      /* user module that registers handlers (required unless worker_argv) */
@@ -95,7 +102,7 @@ typedef struct pypool_config {
     unsigned max_waiters;     /* 0 = unbounded; else PYPOOL_EBUSY at once when full */
     uint64_t max_calls_per_worker; /* 0 = never recycle; else recycle after ~N calls (+-10%) */
     int64_t shutdown_grace_ms; /* destroy: drain, Shutdown, SIGTERM, then SIGKILL (default 5000) */
-    pypool_log_fn log_fn;      /* NULL: lines go to stderr as "[pypool pid N] ..." */
+    pypool_log_fn log_fn; /* NULL: stderr, "[pypool] pid N: event" / "[worker N] output line" */
     void *log_ud;
 
     /* supervision (defaults from pypool_config_init) */
@@ -107,10 +114,17 @@ typedef struct pypool_config {
     int64_t restart_backoff_min_ms; /* first restart delay after a crash (default 10) */
     int64_t restart_backoff_max_ms; /* cap of the doubling delay (default 5000) */
     unsigned crash_loop_starts;     /* failed starts in a row that mark a slot FAILED (default 3) */
+
+    /* Pool events (ERROR, WARN, INFO, DEBUG) above this level are not delivered; workers' own
+     * output (PYPOOL_LOG_OUTPUT) always is. Default PYPOOL_LOG_WARN: a pool's start and stop
+     * print nothing. PYPOOL_LOG_INFO shows spawns, exits, restarts and recycles. */
+    int log_level;
 } pypool_config;
 
+/* Fills the first `struct_size` bytes of *cfg with defaults; use the macro below. */
+PYPOOL_API void pypool_config_init_sized(pypool_config *cfg, size_t struct_size);
 /* Fills every field with its default. Always call it before setting fields. */
-PYPOOL_API void pypool_config_init(pypool_config *cfg);
+#define pypool_config_init(cfg) pypool_config_init_sized((cfg), sizeof *(cfg))
 
 /*
  * Creates a pool. Unless cfg->lazy, it starts every worker concurrently and returns once all
@@ -209,6 +223,7 @@ typedef struct pypool_slot_stats {
     uint64_t restarts; /* workers started in this slot after the first */
 } pypool_slot_stats;
 
+/* pypool_stats grows at its end (see "ABI" above pypool_config); pypool_slot_stats does not. */
 typedef struct pypool_stats {
     unsigned size;
     unsigned idle, busy, starting, backoff, failed; /* slots by state (pinging counts as idle) */
@@ -231,8 +246,21 @@ typedef struct pypool_stats {
     pypool_slot_stats slots[PYPOOL_STATS_MAX_SLOTS];
 } pypool_stats;
 
-/* A consistent snapshot of the pool's counters and slot states. */
-PYPOOL_API void pypool_stats_get(pypool *p, pypool_stats *out);
+/* Fills the first `struct_size` bytes of *out; use the macro below. */
+PYPOOL_API void pypool_stats_get_sized(pypool *p, pypool_stats *out, size_t struct_size);
+/*
+ * A consistent snapshot of the pool's counters and slot states (the first
+ * PYPOOL_STATS_MAX_SLOTS slots in slots[]; pypool_stats_slots reports any of them). Safe while
+ * another thread runs pypool_destroy (not after it returned).
+ */
+#define pypool_stats_get(p, out) pypool_stats_get_sized((p), (out), sizeof *(out))
+
+/*
+ * Copies the state of slots first .. first+max-1 (as many as exist) into out[]; returns how many
+ * it copied (0 for a NULL pool or out). For pools larger than PYPOOL_STATS_MAX_SLOTS.
+ */
+PYPOOL_API unsigned pypool_stats_slots(pypool *p, unsigned first, pypool_slot_stats *out,
+                                       unsigned max);
 
 #ifdef __cplusplus
 }

@@ -42,9 +42,7 @@ void pypool__slot_abort_call_locked(pypool__slot *s, int err)
         return;
     atomic_store(&s->call_abort, err);
     s->call_deadline_ns = 0;
-    static const char poke = 0;
-    if (s->child.resp_poke_fd >= 0)
-        (void)!write(s->child.resp_poke_fd, &poke, 1);
+    pypool__child_poke(&s->child);
 }
 
 static int fail(pypool_result *out, int err, const char *fmt, ...)

@@ -9,6 +9,8 @@
 
 /* Internal: the request never reached the worker (EPIPE before any byte); safe to retry. */
 #define PYPOOL__ENOTSENT (-100)
+/* Internal: route the call again (client.c); never returned to a user. */
+#define PYPOOL__ERETRY (-101)
 
 /*
  * True if an idle worker's reply channel is not clean: it hung up (died) or wrote something

@@ -112,6 +112,18 @@ void pypool__fail_waiters_locked(pypool *p, int slot, int err)
     }
 }
 
+void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason)
+{
+    if (s->state == PYPOOL_SLOT_IDLE)
+        pypool__idle_remove_locked(p, s);
+    s->break_reason = reason;
+    pypool__transition(s, PYPOOL__EV_BREAK);
+    /* Threads waiting for this very worker (a session's) cannot be served by its replacement:
+     * they learn it now instead of waiting out the restart. */
+    pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+    pypool__reaper_wake_locked(p);
+}
+
 bool pypool__unservable_locked(const pypool *p)
 {
     bool failed = false;
@@ -281,13 +293,9 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
     if (reason == PYPOOL__BREAK_NONE && p->shutting_down)
         reason = PYPOOL__BREAK_SHUTDOWN;
     if (reason != PYPOOL__BREAK_NONE) {
-        s->break_reason = reason;
-        pypool__transition(s, PYPOOL__EV_BREAK);
-        pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+        pypool__slot_break_locked(p, s, reason);
         if (p->reaper_done)
             pypool__slot_close_locked(p, s);
-        else
-            pypool__reaper_wake_locked(p);
     } else {
         pypool__transition(s, PYPOOL__EV_CHECKIN);
         pypool__slot_release_locked(p, s);

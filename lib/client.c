@@ -13,6 +13,11 @@
 #include "error.h"
 #include "sync.h"
 
+/* The one wording of PYPOOL_ESESSION, wherever it is decided. */
+#define SESSION_LOST                                                                               \
+    "the session's worker died or was recycled; its state is lost (the next call starts a "        \
+    "fresh session)"
+
 void pypool_result_free(pypool_result *r)
 {
     if (!r)
@@ -63,8 +68,9 @@ static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, in
         char *why = NULL;
         int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, &why);
         if (rc) {
-            const char *msg =
-                rc == PYPOOL_ETIMEDOUT ? "no worker became free before the deadline" : why;
+            const char *msg = rc == PYPOOL_ETIMEDOUT  ? "no worker became free before the deadline"
+                              : rc == PYPOOL_ESESSION ? SESSION_LOST
+                                                      : why;
             rc = result_error(res, rc, msg);
             free(why);
             return rc;
@@ -77,7 +83,7 @@ static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, in
         (*out)->pend_proto++;
         pypool__checkin(p, *out, PYPOOL__BREAK_PROTO);
         if (want >= 0)
-            return result_error(res, PYPOOL_ESESSION, "the session's worker was lost");
+            return result_error(res, PYPOOL_ESESSION, SESSION_LOST);
     }
 }
 
@@ -132,6 +138,11 @@ static int session_route(pypool *p, const char *session_id, int *want, uint64_t 
     return rc;
 }
 
+/*
+ * Binds a new session to the worker just checked out, unless another thread's first call of
+ * the same session bound it first: then the caller must re-route to that binding (returns 1),
+ * so that every call of a session runs where its state lives.
+ */
 static int session_bind_after(pypool *p, const char *session_id, pypool__slot *s)
 {
     unsigned slot;
@@ -140,10 +151,83 @@ static int session_bind_after(pypool *p, const char *session_id, pypool__slot *s
     int rc = 0;
     if (!pypool__session_lookup_locked(p, session_id, &slot, &gen))
         rc = pypool__session_bind_locked(p, session_id, s->index, s->generation);
+    else if (slot != s->index || gen != s->generation)
+        rc = 1;
     pypool__unlock(&p->mu);
     return rc;
 }
 
+/* Drops a binding made by this call's first attempt, whose worker never read the request:
+ * the session has no state anywhere yet, so the retry may bind it afresh. */
+static void session_unbind_fresh(pypool *p, const char *session_id, unsigned slot, uint64_t gen)
+{
+    unsigned bound_slot;
+    uint64_t bound_gen;
+    pypool__lock(&p->mu);
+    if (pypool__session_lookup_locked(p, session_id, &bound_slot, &bound_gen) &&
+        bound_slot == slot && bound_gen == gen)
+        pypool__session_remove_locked(p, session_id);
+    pypool__unlock(&p->mu);
+}
+
+/*
+ * One attempt: route, check out, bind, call, check in. Returns PYPOOL__ERETRY when the caller
+ * should route again (a racing first call bound the session elsewhere, or the request was never
+ * read by any worker); anything else is the call's result.
+ */
+static int call_attempt(pypool *p, const char *session_id, const char *method, const void *payload,
+                        size_t len, int64_t deadline, bool nowait, pypool_result *out)
+{
+    int want = -1;
+    uint64_t gen = 0;
+    if (session_id) {
+        int rc = session_route(p, session_id, &want, &gen);
+        if (rc)
+            return result_error(out, rc, SESSION_LOST);
+    }
+    bool bound = gen != 0;
+    pypool__slot *s;
+    int rc = checkout_clean(p, want, deadline, nowait, deadline, &s, out);
+    if (rc == PYPOOL_ESESSION && session_id && !bound) {
+        pypool_result_free(out); /* the slot picked for a new session went away: pick again */
+        return PYPOOL__ERETRY;
+    }
+    if (rc)
+        return rc;
+    if (bound && s->generation != gen) {
+        pypool__checkin(p, s, PYPOOL__BREAK_NONE);
+        return PYPOOL__ERETRY; /* the route finds the binding stale: ESESSION */
+    }
+    if (session_id && !bound) {
+        int bind = session_bind_after(p, session_id, s);
+        if (bind != 0)
+            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
+        if (bind == 1)
+            return PYPOOL__ERETRY; /* a racing first call bound it elsewhere: go there */
+        if (bind != 0)
+            return result_error(out, PYPOOL_ENOMEM, "out of memory binding the session");
+    }
+    unsigned slot = s->index;
+    uint64_t served_gen = s->generation;
+    int reason;
+    rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, out, &reason);
+    if (rc == 0 && p->cfg.max_worker_rss_bytes &&
+        pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
+        reason = PYPOOL__BREAK_RETIRE;
+    pypool__checkin(p, s, reason);
+    if (rc != PYPOOL__ENOTSENT)
+        return rc;
+    if (session_id && bound)
+        return result_error(out, PYPOOL_ESESSION, SESSION_LOST);
+    if (session_id)
+        session_unbind_fresh(p, session_id, slot, served_gen);
+    return PYPOOL__ERETRY;
+}
+
+/*
+ * A request no worker read is safe to send again, so it is retried on a replacement or another
+ * worker until the call's deadline (checkout enforces it), however many workers die meanwhile.
+ */
 static int call_on_pool(pypool *p, const char *session_id, const char *method, const void *payload,
                         size_t len, int64_t timeout_ms, pypool_result *out)
 {
@@ -152,43 +236,11 @@ static int call_on_pool(pypool *p, const char *session_id, const char *method, c
     int64_t deadline = pypool__deadline_after_ms(nowait ? p->cfg.call_timeout_ms : call_ms);
     if (deadline < 0)
         deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
-    for (unsigned attempt = 0;; attempt++) {
-        int want = -1;
-        uint64_t gen = 0;
-        bool bound = false;
-        if (session_id) {
-            int rc = session_route(p, session_id, &want, &gen);
-            if (rc)
-                return result_error(out, rc,
-                                    "the session's worker died or was recycled; "
-                                    "its state is lost (the next call starts afresh)");
-            bound = gen != 0;
-        }
-        pypool__slot *s;
-        int rc = checkout_clean(p, want, deadline, nowait, deadline, &s, out);
-        if (rc)
-            return rc;
-        if (bound && s->generation != gen) {
-            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
-            continue; /* re-route: reports ESESSION */
-        }
-        if (session_id && !bound && session_bind_after(p, session_id, s) != 0) {
-            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
-            return result_error(out, PYPOOL_ENOMEM, "out of memory binding the session");
-        }
-        int reason;
-        rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, out, &reason);
-        if (rc == 0 && p->cfg.max_worker_rss_bytes &&
-            pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
-            reason = PYPOOL__BREAK_RETIRE;
-        pypool__checkin(p, s, reason);
-        if (rc != PYPOOL__ENOTSENT)
-            return rc;
-        if (session_id)
-            return result_error(out, PYPOOL_ESESSION, "the session's worker was lost");
-        if (attempt >= p->cfg.size)
-            return result_error(out, PYPOOL_EWORKER, "every worker tried was dead");
-    }
+    int rc;
+    while ((rc = call_attempt(p, session_id, method, payload, len, deadline, nowait, out)) ==
+           PYPOOL__ERETRY)
+        ;
+    return rc;
 }
 
 int pypool_session_call(pypool *p, const char *session_id, const char *method, const void *payload,

@@ -31,6 +31,13 @@ int pypool__enter(pypool *p)
     return 0;
 }
 
+void pypool__hold(pypool *p)
+{
+    /* The caller's pointer is valid, so the count is not zero: destroy has not freed it, and
+     * cannot until this reference is left. */
+    atomic_fetch_add(&p->refs, 1);
+}
+
 static void pool_free(pypool *p)
 {
     for (unsigned i = 0; p->slots && i < p->cfg.size; i++) {
@@ -251,13 +258,15 @@ void pypool_destroy(pypool *p)
     pypool__nocancel_end(cancel);
 }
 
-void pypool_stats_get(pypool *p, pypool_stats *out)
+/* With mu held: one slot as the public API reports it. */
+static pypool_slot_stats slot_stats_locked(const pypool__slot *s)
 {
-    if (!out)
-        return;
-    memset(out, 0, sizeof *out);
-    if (!p)
-        return;
+    return (pypool_slot_stats){
+        .state = s->state, .pid = s->child.pid, .calls = s->calls, .restarts = s->restarts};
+}
+
+static void stats_fill(pypool *p, pypool_stats *out)
+{
     pypool__lock(&p->mu);
     *out = p->counters;
     out->size = p->cfg.size;
@@ -271,12 +280,38 @@ void pypool_stats_get(pypool *p, pypool_stats *out)
         out->starting += s->state == PYPOOL_SLOT_STARTING;
         out->backoff += s->state == PYPOOL_SLOT_BACKOFF || s->state == PYPOOL_SLOT_BROKEN;
         out->failed += s->state == PYPOOL_SLOT_FAILED;
-        if (i < out->slot_count) {
-            out->slots[i].state = s->state;
-            out->slots[i].pid = s->child.pid;
-            out->slots[i].calls = s->calls;
-            out->slots[i].restarts = s->restarts;
-        }
+        if (i < out->slot_count)
+            out->slots[i] = slot_stats_locked(s);
     }
     pypool__unlock(&p->mu);
+}
+
+void pypool_stats_get_sized(pypool *p, pypool_stats *out, size_t struct_size)
+{
+    if (!out)
+        return;
+    pypool_stats full;
+    memset(&full, 0, sizeof full);
+    /* A reference, as every other entry point takes, so that a concurrent destroy cannot free
+     * the pool under us; but one taken even while destroy runs: its drain is worth watching. */
+    if (p) {
+        pypool__hold(p);
+        stats_fill(p, &full);
+        pypool__leave(p);
+    }
+    memcpy(out, &full, struct_size < sizeof full ? struct_size : sizeof full);
+}
+
+unsigned pypool_stats_slots(pypool *p, unsigned first, pypool_slot_stats *out, unsigned max)
+{
+    if (!p || !out)
+        return 0;
+    pypool__hold(p);
+    unsigned n = 0;
+    pypool__lock(&p->mu);
+    for (unsigned i = first; i < p->cfg.size && n < max; i++)
+        out[n++] = slot_stats_locked(&p->slots[i]);
+    pypool__unlock(&p->mu);
+    pypool__leave(p);
+    return n;
 }

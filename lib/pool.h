@@ -178,6 +178,8 @@ struct pypool {
  * The last leave frees the pool. Neither takes mu. */
 int pypool__enter(pypool *p);
 void pypool__leave(pypool *p);
+/* A reference for observers (stats): taken even while destroy runs, never refused. */
+void pypool__hold(pypool *p);
 
 /* With mu held, after the reaper exited: closes a slot's channel and marks it STOPPED. */
 void pypool__slot_close_locked(pypool *p, pypool__slot *s);
@@ -206,6 +208,12 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason);
 void pypool__slot_release_locked(pypool *p, pypool__slot *s);
 /* With mu held: fails every waiter (or those wanting `slot` if >= 0) with err. */
 void pypool__fail_waiters_locked(pypool *p, int slot, int err);
+/*
+ * With mu held: the one way a slot's worker is given up (died, timed out, broke the protocol,
+ * missed a ping, retired, shutdown): BROKEN with `reason`, its own waiters failed with
+ * PYPOOL_ESESSION, the reaper woken to replace it. The caller kills the child if needed.
+ */
+void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason);
 /* With mu held: true when no slot can ever serve without pypool_warm (all FAILED/EMPTY). */
 bool pypool__unservable_locked(const pypool *p);
 void pypool__idle_remove_locked(pypool *p, pypool__slot *s);

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@ void pypool__child_clear(pypool__child *c)
 {
     c->pid = 0;
     c->pidfd = c->req_fd = c->req_peek_fd = c->resp_fd = c->resp_poke_fd = c->log_fd = -1;
+    c->poke_shared = false;
 }
 
 void pypool__close_fd(int *fd)
@@ -212,10 +214,11 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
     /* The child holds its ends now; the log write end must go or EOF would never be seen. */
     pypool__close_fd(&cp.log[1]);
     int poke = open_poke_fd(cp.resp[1]);
+    out->poke_shared = poke < 0;
     if (poke >= 0)
         pypool__close_fd(&cp.resp[1]);
     else
-        poke = cp.resp[1]; /* no /proc: a blocking poke (one byte) still works */
+        poke = cp.resp[1]; /* no /proc: see pypool__child_poke */
     out->pid = pid;
     out->pidfd = open_pidfd(pid);
     out->req_fd = cp.req[1];
@@ -224,6 +227,19 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
     out->resp_poke_fd = poke;
     out->log_fd = cp.log[0];
     return 0;
+}
+
+void pypool__child_poke(const pypool__child *c)
+{
+    static const char poke = 0;
+    if (c->resp_poke_fd < 0)
+        return;
+    if (c->poke_shared) {
+        struct pollfd pfd = {.fd = c->resp_poke_fd, .events = POLLOUT};
+        if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))
+            return; /* full: the reader has data to wake it */
+    }
+    (void)!write(c->resp_poke_fd, &poke, 1);
 }
 
 size_t pypool__unread_requests(const pypool__child *c)

@@ -21,6 +21,7 @@ typedef struct pypool__child {
     int req_peek_fd;  /* our copy of the read end of fd 3: see proc.c, "Why we keep a reader" */
     int resp_fd;      /* our read end of the child's fd 4 */
     int resp_poke_fd; /* our copy of the write end of fd 4: the reaper wakes a blocked reader */
+    bool poke_shared; /* resp_poke_fd is the child's (blocking) description: no /proc */
     int log_fd;       /* our read end of the child's fds 1 and 2 (O_NONBLOCK) */
 } pypool__child;
 
@@ -36,6 +37,14 @@ int pypool__spawn(char *const *argv, char *const *envp, pypool__child *out, char
 
 /* Closes every fd of the child that is open (sets them to -1). The pid is left alone. */
 void pypool__child_close_fds(pypool__child *c);
+
+/*
+ * Wakes a thread blocked reading the child's reply pipe by writing one byte into it; never
+ * blocks (it runs under the pool mutex). With no /proc the poke fd is the child's own blocking
+ * description: then it writes only when poll says there is room, and a pipe with no room holds
+ * data, which wakes the reader just as well.
+ */
+void pypool__child_poke(const pypool__child *c);
 
 /* Bytes written to the child's request pipe that it has not read. */
 size_t pypool__unread_requests(const pypool__child *c);

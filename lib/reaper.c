@@ -151,14 +151,18 @@ static bool reaper_step(pypool *p, pollset *ps)
     pypool__unlock(&p->mu);
     if (stopping)
         (void)pypool__shutdown_step(p); /* stops idle slots; they are retired just below */
-    pypool__retire_broken(p);
+    bool room = pypool__dying_reserve(p);
+    if (room)
+        pypool__retire_broken(p);
+    else
+        pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper: out of memory; retrying on the next tick");
     if (stopping && pypool__shutdown_step(p))
         return false; /* nothing left to wait for: no event would ever wake us again */
-    if (!stopping)
+    if (!stopping && room)
         pypool__start_due(p);
     int64_t next = pypool__run_timers(p);
     build_pollset(p, ps);
-    int timeout = poll_timeout(next, ps->need_tick || stopping);
+    int timeout = poll_timeout(next, ps->need_tick || stopping || !room);
     int ready = poll(ps->fds, ps->n, timeout);
     if (ready < 0 && errno != EINTR)
         pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper poll failed: %s", strerror(errno));

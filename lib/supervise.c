@@ -72,17 +72,25 @@ void pypool__on_slot_log(pypool *p, pypool__slot *s)
 
 /* ---- the dying list ---------------------------------------------------------------------- */
 
+bool pypool__dying_reserve(pypool *p)
+{
+    /* A round retires at most every slot's child and fails at most every new start. */
+    unsigned need = p->ndying + 2 * p->cfg.size;
+    if (need <= p->dying_cap)
+        return true;
+    pypool__dying *d = realloc(p->dying, need * sizeof *d);
+    if (!d)
+        return false;
+    p->dying = d;
+    p->dying_cap = need;
+    return true;
+}
+
+/* Room was reserved before the round (pypool__dying_reserve): this never allocates, so it can
+ * run under the mutex. */
 static pypool__dying *dying_push(pypool *p)
 {
-    if (p->ndying == p->dying_cap) {
-        unsigned cap = p->dying_cap ? p->dying_cap * 2 : 8;
-        pypool__dying *d = realloc(p->dying, cap * sizeof *d);
-        if (!d)
-            return NULL;
-        p->dying = d;
-        p->dying_cap = cap;
-    }
-    return &p->dying[p->ndying++];
+    return p->ndying < p->dying_cap ? &p->dying[p->ndying++] : NULL;
 }
 
 static void dying_remove(pypool *p, unsigned i)
@@ -123,10 +131,9 @@ static void release_child_locked(pypool *p, pypool__slot *s, int reason, int64_t
         d->log = s->log;
         s->child.pidfd = s->child.log_fd = -1;
     } else if (!s->reaped) {
-        /* No memory for the list: make sure it dies and reap it the hard way. */
+        /* Cannot happen (room is reserved before every round); should it, the child is killed
+         * and never waited for under the mutex: a zombie is better than a stalled pool. */
         pypool__signal_group(s->child.pid, SIGKILL);
-        int status;
-        (void)waitpid(s->child.pid, &status, 0);
     }
     pypool__child_close_fds(&s->child);
     pypool__child_clear(&s->child);
@@ -340,8 +347,7 @@ static void pong_received(pypool *p, pypool__slot *s, const Pypool__Envelope *en
         s->killed = true;
         pypool__signal_group(s->child.pid, SIGKILL);
         p->counters.protocol_errors++;
-        s->break_reason = PYPOOL__BREAK_PROTO;
-        pypool__transition(s, PYPOOL__EV_BREAK);
+        pypool__slot_break_locked(p, s, PYPOOL__BREAK_PROTO);
     }
     pypool__unlock(&p->mu);
 }
@@ -361,8 +367,7 @@ static void reply_channel_broken(pypool *p, pypool__slot *s, int rc)
     s->killed = true;
     pypool__signal_group(s->child.pid, SIGKILL);
     p->counters.protocol_errors++;
-    s->break_reason = PYPOOL__BREAK_PROTO;
-    pypool__transition(s, PYPOOL__EV_BREAK);
+    pypool__slot_break_locked(p, s, PYPOOL__BREAK_PROTO);
     pypool__unlock(&p->mu);
 }
 
@@ -436,10 +441,7 @@ static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
     if (s->state == PYPOOL_SLOT_STARTING) {
         exited_while_starting_locked(p, s, status);
     } else if (s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_PINGING) {
-        pypool__idle_remove_locked(p, s);
-        s->break_reason = PYPOOL__BREAK_CRASH;
-        pypool__transition(s, PYPOOL__EV_BREAK);
-        pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+        pypool__slot_break_locked(p, s, PYPOOL__BREAK_CRASH);
     }
     if (s->state == PYPOOL_SLOT_BUSY)
         pypool__slot_abort_call_locked(s, PYPOOL_EWORKER); /* wakes the holder's read */

@@ -17,6 +17,10 @@ void pypool__start_due(pypool *p);
 /* Moves the children of BROKEN slots to the dying list and schedules their restart. */
 void pypool__retire_broken(pypool *p);
 
+/* Makes room in the dying list for everything one round may retire, so that nothing allocates
+ * (or waits) under the mutex; false when out of memory (the round then retires nothing). */
+bool pypool__dying_reserve(pypool *p);
+
 /* fd events */
 void pypool__on_slot_exit(pypool *p, pypool__slot *s);
 void pypool__on_slot_reply(pypool *p, pypool__slot *s); /* Hello or Pong */

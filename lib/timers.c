@@ -56,9 +56,7 @@ static void ping_overdue_locked(pypool *p, pypool__slot *s)
     s->killed = true;
     pypool__signal_group(s->child.pid, SIGKILL);
     p->counters.ping_failures++;
-    s->break_reason = PYPOOL__BREAK_PING;
-    pypool__transition(s, PYPOOL__EV_BREAK);
-    pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+    pypool__slot_break_locked(p, s, PYPOOL__BREAK_PING);
 }
 
 /* A call past its deadline: the worker's state is unknown, so it is killed, and the caller
@@ -133,8 +131,10 @@ static void send_pings(pypool *p, const timer_events *ev)
         if (pypool__encode_ping(&s->wbuf, s->ping_id) != 0)
             continue; /* the ping deadline replaces the worker */
         struct iovec iov = {s->wbuf.data, s->wbuf.len};
-        (void)pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, &iov, 1,
-                                       s->ping_deadline_ns, NULL);
+        /* Deadline 0: the reaper never waits on a worker's full request pipe (that would stall
+         * every other slot); a ping that does not fit at once goes unanswered, and the ping
+         * deadline replaces the worker. */
+        (void)pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, &iov, 1, 0, NULL);
     }
 }
 
@@ -220,9 +220,7 @@ bool pypool__shutdown_step(pypool *p)
         switch (s->state) {
         case PYPOOL_SLOT_IDLE:
         case PYPOOL_SLOT_PINGING:
-            pypool__idle_remove_locked(p, s);
-            s->break_reason = PYPOOL__BREAK_SHUTDOWN;
-            pypool__transition(s, PYPOOL__EV_BREAK);
+            pypool__slot_break_locked(p, s, PYPOOL__BREAK_SHUTDOWN);
             done = false;
             break;
         case PYPOOL_SLOT_STARTING:

@@ -52,6 +52,7 @@ void tu_config(pypool_config *cfg, const char *module, unsigned size)
     cfg->size = size;
     cfg->python_path = PYPOOL_TEST_MODULES;
     cfg->log_fn = tu_log_fn;
+    cfg->log_level = PYPOOL_LOG_DEBUG; /* the suites assert on pool events (spawns, exits) */
 }
 
 void tu_log_reset(void)
