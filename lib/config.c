@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,11 +20,10 @@
 
 extern char **environ;
 
-void pypool_config_init(pypool_config *cfg)
+static void config_defaults(pypool_config *cfg)
 {
-    if (!cfg)
-        return;
     memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
     cfg->size = 4;
     cfg->startup_timeout_ms = 10000;
     cfg->checkout_timeout_ms = 5000;
@@ -35,6 +35,40 @@ void pypool_config_init(pypool_config *cfg)
     cfg->restart_backoff_min_ms = 10;
     cfg->restart_backoff_max_ms = 5000;
     cfg->crash_loop_starts = 3;
+    cfg->log_level = PYPOOL_LOG_WARN;
+}
+
+void pypool_config_init_sized(pypool_config *cfg, size_t struct_size)
+{
+    if (!cfg || struct_size < offsetof(pypool_config, size))
+        return;
+    pypool_config full;
+    config_defaults(&full);
+    size_t n = struct_size < sizeof full ? struct_size : sizeof full;
+    memcpy(cfg, &full, n); /* never past the caller's struct */
+    cfg->struct_size = n;
+}
+
+/* For callers that cannot use the macro (bindings through dlsym): this library's own size. */
+#undef pypool_config_init
+PYPOOL_API void pypool_config_init(pypool_config *cfg);
+void pypool_config_init(pypool_config *cfg)
+{
+    pypool_config_init_sized(cfg, sizeof *cfg);
+}
+
+/* The caller's config as this library knows it: the fields an older caller lacks keep their
+ * defaults. */
+static int config_from_caller(const pypool_config *cfg, pypool_config *out)
+{
+    if (cfg->struct_size < offsetof(pypool_config, size) + sizeof cfg->size)
+        return pypool__set_error(PYPOOL_EINVAL,
+                                 "the config was not initialised: call pypool_config_init first");
+    config_defaults(out);
+    size_t n = cfg->struct_size < sizeof *out ? cfg->struct_size : sizeof *out;
+    memcpy(out, cfg, n);
+    out->struct_size = sizeof *out;
+    return 0;
 }
 
 static int validate(const pypool_config *cfg)
@@ -94,6 +128,10 @@ static const char *runtime_dir(void)
 #endif
 }
 
+#define WORKER_BOOTSTRAP                                                                           \
+    "import sys; sys.path[:] = [e for e in sys.path if e]; "                                       \
+    "from pypool.__main__ import run; run()"
+
 static const char *python_interpreter(const pypool_config *cfg)
 {
     if (cfg->python && *cfg->python)
@@ -132,9 +170,14 @@ static char **build_argv(const pypool_config *cfg)
             }
         }
         return argv;
-    } /* "-c" rather than "-m pypool": runpy's imports cost every worker start ~1.5 ms. */
-    const char *words[] = {python_interpreter(cfg), "-c", "from pypool.__main__ import run; run()",
-                           "--module", cfg->module};
+    }
+    /* "-c" rather than "-m pypool": runpy's imports cost every worker start ~1.5 ms. "-c" puts
+     * the host's working directory ('') first on sys.path, and an empty PYTHONPATH entry adds it
+     * too: a stray pypool.py or json.py there would be imported and run. PYTHONSAFEPATH (envp)
+     * stops the first on Python >= 3.11; the bootstrap drops every '' entry before any import,
+     * on any version. */
+    const char *words[] = {python_interpreter(cfg), "-c", WORKER_BOOTSTRAP, "--module",
+                           cfg->module};
     size_t n = sizeof words / sizeof words[0];
     char **argv = calloc(n + 1, sizeof *argv);
     for (size_t i = 0; argv && i < n; i++) {
@@ -151,8 +194,8 @@ static bool env_overridden(const char *entry, const char *const *extra)
 {
     const char *eq = strchr(entry, '=');
     size_t klen = eq ? (size_t)(eq - entry) : strlen(entry);
-    static const char *const ours[] = {"PYTHONPATH", "PYPOOL_PARENT_PID", "PYPOOL_MAX_FRAME",
-                                       "PYPOOL_PROTOCOL_VERSION"};
+    static const char *const ours[] = {"PYTHONPATH", "PYTHONSAFEPATH", "PYPOOL_PARENT_PID",
+                                       "PYPOOL_MAX_FRAME", "PYPOOL_PROTOCOL_VERSION"};
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         if (strlen(ours[i]) == klen && strncmp(entry, ours[i], klen) == 0)
             return true;
@@ -162,12 +205,38 @@ static bool env_overridden(const char *entry, const char *const *extra)
     return false;
 }
 
+/* Appends the non-empty entries of a ':'-separated list to out (which has room): Python reads
+ * an empty PYTHONPATH entry as the working directory, which must never be on sys.path. */
+static void append_path_entries(char *out, const char *list)
+{
+    for (const char *e = list; e && *e;) {
+        size_t n = strcspn(e, ":");
+        if (n > 0) {
+            if (*out)
+                strcat(out, ":");
+            strncat(out, e, n);
+        }
+        e += n + (e[n] == ':');
+    }
+}
+
+/* PYTHONPATH=<cfg.python_path>:<the runtime>:<the host's PYTHONPATH>, empty entries left out. */
 static char *make_pythonpath(const pypool_config *cfg)
 {
-    const char *user = cfg->python_path && *cfg->python_path ? cfg->python_path : NULL;
+    const char *user = cfg->python_path;
     const char *host = getenv("PYTHONPATH");
-    return pypool__strdup_printf("PYTHONPATH=%s%s%s%s%s", user ? user : "", user ? ":" : "",
-                                 runtime_dir(), host && *host ? ":" : "", host ? host : "");
+    const char *runtime = runtime_dir();
+    size_t room = strlen("PYTHONPATH=") + (user ? strlen(user) : 0) + strlen(runtime) +
+                  (host ? strlen(host) : 0) + 3;
+    char *env = malloc(room);
+    if (!env)
+        return NULL;
+    char *list = env + strlen("PYTHONPATH=");
+    memcpy(env, "PYTHONPATH=", strlen("PYTHONPATH=") + 1);
+    append_path_entries(list, user);
+    append_path_entries(list, runtime);
+    append_path_entries(list, host);
+    return env;
 }
 
 /* Host environment, minus what we set, plus cfg->env, plus PYTHONPATH and PYPOOL_* entries. */
@@ -187,6 +256,8 @@ static char **build_envp(const pypool_config *cfg)
         ok = (envp[n++] = strdup(cfg->env[i])) != NULL;
     if (ok)
         ok = (envp[n++] = make_pythonpath(cfg)) != NULL;
+    if (ok) /* the working directory never goes on sys.path (see build_argv) */
+        ok = (envp[n++] = strdup("PYTHONSAFEPATH=1")) != NULL;
     if (ok)
         ok = (envp[n++] = pypool__strdup_printf("PYPOOL_PARENT_PID=%d", (int)getpid())) != NULL;
     if (ok)
@@ -214,9 +285,14 @@ static const char *keep(char **cursor, const char *s)
     return copy;
 }
 
-int pypool__config_copy(pypool *p, const pypool_config *cfg)
+int pypool__config_copy(pypool *p, const pypool_config *caller)
 {
-    int rc = validate(cfg);
+    pypool_config known;
+    int rc = config_from_caller(caller, &known);
+    if (rc)
+        return rc;
+    const pypool_config *cfg = &known;
+    rc = validate(cfg);
     if (rc)
         return rc;
     p->cfg = *cfg;
