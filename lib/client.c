@@ -5,6 +5,7 @@
  * pool.h, "Lifetime"), so neither a cancelled host thread nor a concurrent destroy can leave a
  * lock held, a worker checked out, or a thread on freed memory.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -330,6 +331,21 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
     return rc;
 }
 
+/* A checked-out worker died before it read the request: say how, as every EWORKER does. */
+static int worker_gone_before_call(pypool *p, pypool__slot *s, const char *method,
+                                   pypool_result *out)
+{
+    char how[128] = "died";
+    pypool__lock(&p->mu);
+    if (s->reaped)
+        pypool__describe_status(s->exit_status, how, sizeof how);
+    pypool__unlock(&p->mu);
+    char msg[256];
+    snprintf(msg, sizeof msg, "worker pid %d %s before the call to '%s'", (int)s->child.pid, how,
+             method);
+    return result_error(out, PYPOOL_EWORKER, msg);
+}
+
 int pypool_worker_call(pypool_worker *w, const char *method, const void *payload, size_t len,
                        int64_t timeout_ms, pypool_result *out)
 {
@@ -356,7 +372,7 @@ int pypool_worker_call(pypool_worker *w, const char *method, const void *payload
     s->call_deadline_ns = 0; /* held between calls: no deadline to watch */
     pypool__unlock(&p->mu);
     if (rc == PYPOOL__ENOTSENT)
-        rc = result_error(out, PYPOOL_EWORKER, "the worker died before the call");
+        rc = worker_gone_before_call(p, s, method, out);
     s->pending_break = reason; /* a broken worker: this checkout is spent */
     pypool__nocancel_end(cancel);
     return rc;
