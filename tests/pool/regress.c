@@ -20,22 +20,14 @@ TestSuite(pool_regress, .init = tu_log_reset, .fini = pt_teardown, .timeout = 12
 
 /* --- a call waits for the replacement of a dead worker --------------------------------------- */
 
-static bool pid_dead(void *arg)
-{
-    pid_t pid = *(int *)arg;
-    return !tu_pid_exists(pid) || tu_pid_zombie(pid);
-}
-
-/* Kills every worker of the pool (idle, so no call is in flight) and returns how many. */
+/* Kills every worker of the pool (idle, so no call is in flight) and returns how many; the call
+ * that follows may reach a worker that is dying but not yet dead, as a user's would. */
 static int kill_all_workers(pypool *p, unsigned size, int *pids)
 {
     int n = pt_slot_pids(p, pids, size);
     for (unsigned i = 0; i < size; i++)
         if (pids[i] > 0)
             kill(pids[i], SIGKILL);
-    for (unsigned i = 0; i < size; i++)
-        if (pids[i] > 0)
-            cr_assert(tu_wait_until(pid_dead, &pids[i], 10000), "pid %d survived SIGKILL", pids[i]);
     return n;
 }
 

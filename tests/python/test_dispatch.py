@@ -55,6 +55,18 @@ class TestRegistration(RegistryIsolation):
         with self.assertRaises(ValueError):
             pypool.handler("dup")(lambda p, c: b"")
 
+    def test_same_function_defined_again_replaces_it(self):
+        # What importlib.reload does: the module runs again and registers the same names.
+        def make():
+            def again(payload, ctx):
+                return b""
+            return again
+
+        first, second = make(), make()
+        pypool.handler("again")(first)
+        pypool.handler("again")(second)
+        self.assertIs(pypool._registry["again"], second)
+
     def test_bad_names(self):
         with self.assertRaises(ValueError):
             pypool.handler("")(lambda p, c: b"")

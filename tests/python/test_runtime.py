@@ -14,7 +14,7 @@ import harness
 from harness import Worker, pb
 
 RT_HANDLERS = sorted(["echo", "explicit-name", "fail", "give_str", "give_none", "give_int",
-                      "ctx_info", "count", "slow", "say", "hard_exit", "sys_exit", "big",
+                      "ctx_info", "count", "slow", "say", "hard_exit", "sys_exit", "interrupt", "big",
                       "keep", "kept", "startup_facts"])
 
 
@@ -206,15 +206,76 @@ class TestExits(WorkerTestCase):
         self.assertEqual(env.response.payload, b"done")
         self.assertEqual(worker.wait(), 0)
 
-    def test_handler_exits_really_exit(self):
+    def test_os_exit_really_exits(self):
         worker = self.started()
         worker.send(harness.request(1, "hard_exit", b"5"))
         self.assertIsNone(worker.recv())
         self.assertEqual(worker.wait(), 5)
+
+    def test_system_exit_and_keyboard_interrupt_are_remote_errors(self):
         worker = self.started()
-        worker.send(harness.request(1, "sys_exit", b"4"))
+        resp = worker.call("sys_exit", b"4", req_id=1)
+        self.assertEqual(resp.error.type, "SystemExit")
+        self.assertIn("sys_exit", resp.error.traceback)
+        resp = worker.call("interrupt", req_id=2)
+        self.assertEqual(resp.error.type, "KeyboardInterrupt")
+        self.assertEqual(resp.error.message, "from a handler")
+        self.assertEqual(worker.call("echo", b"kept", req_id=3).payload, b"kept")
+
+    def test_reloading_a_module_reregisters_its_handlers(self):
+        worker = self.started(module="rt_reload")
+        self.assertEqual(worker.call("generation", req_id=1).payload, b"1")
+        resp = worker.call("reload_me", req_id=2)
+        self.assertFalse(resp.HasField("error"), resp.error)
+        self.assertEqual(worker.call("generation", req_id=3).payload, b"2")
+
+    def test_module_without_handlers_is_refused(self):
+        worker = self.start(module="rt_no_handlers")
+        self.assertEqual(worker.wait(), 1)
+        self.assertIsNone(worker.recv())  # never said Hello
+        self.assertIn("registers no handlers", worker.stderr)
+
+    def test_interpreter_without_protobuf_names_the_package(self):
+        noproto = os.path.join(harness.C_TEST_MODULES, "noproto")
+        path = os.pathsep.join([noproto, harness.TEST_MODULES, harness.RUNTIME_DIR])
+        worker = self.start(extra_env={"PYTHONPATH": path})
+        self.assertEqual(worker.wait(), 1)
         self.assertIsNone(worker.recv())
-        self.assertEqual(worker.wait(), 4)
+        self.assertIn("cannot import google.protobuf", worker.stderr)
+        self.assertIn("python3-protobuf", worker.stderr)
+
+    def test_sigterm_landing_just_after_a_read_answers_the_request_first(self):
+        # The signal arrives between the frame leaving the pipe and its handling: exiting
+        # there would lose a request no other worker can be given.
+        script = (
+            "import os, signal\n"
+            "from pypool import _frames\n"
+            "real_init = _frames.FrameReader.__init__\n"
+            "def init(self, *a):\n"
+            "    real_init(self, *a)\n"
+            "    read = self.read_frame\n"
+            "    def read_then_term():\n"
+            "        body = read()\n"
+            "        if body is not None:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        return body\n"
+            "    self.read_frame = read_then_term\n"
+            "_frames.FrameReader.__init__ = init\n"
+            "from pypool.__main__ import run; run()\n")
+        worker = self.start(launcher=[harness.PYTHON, "-c", script])
+        worker.hello()
+        worker.send(harness.request(7, "echo", b"not lost"))
+        env = worker.recv()
+        self.assertIsNotNone(env, "the worker exited without answering: " + worker.stderr)
+        self.assertEqual(env.response.id, 7)
+        self.assertEqual(env.response.payload, b"not lost")
+        self.assertEqual(worker.wait(), 0)
+
+    def test_sigterm_after_a_call_exits_0(self):
+        worker = self.started()
+        self.assertEqual(worker.call("echo", b"one", req_id=1).payload, b"one")
+        worker.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(worker.wait(), 0)
 
     def test_oversize_incoming_frame_exits_3(self):
         worker = self.started(max_frame=1000)

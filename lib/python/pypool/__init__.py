@@ -33,17 +33,30 @@ def _register(name, fn):
         raise ValueError("pypool handler name must be a non-empty str, got %r" % (name,))
     if not callable(fn):
         raise TypeError("pypool handler %r is not callable: %r" % (name, fn))
-    if name in _registry:
-        raise ValueError("pypool handler %r is already registered (by %r)" % (name, _registry[name]))
+    old = _registry.get(name)
+    if old is not None and old is not fn and not _same_definition(old, fn):
+        raise ValueError("pypool handler %r is already registered (by %r)" % (name, old))
     _registry[name] = fn
     return fn
+
+
+def _same_definition(old, new):
+    """True when `new` is `old` defined again: the module was re-imported (importlib.reload)
+    or the function redefined under its own name. Two different functions, or two lambdas,
+    claiming one name are a mistake and still raise."""
+    module = getattr(new, "__module__", None)
+    qualname = getattr(new, "__qualname__", None)
+    return (module is not None and qualname is not None and "<lambda>" not in qualname
+            and module == getattr(old, "__module__", None)
+            and qualname == getattr(old, "__qualname__", None))
 
 
 def handler(name_or_fn=None):
     """Register a handler: ``@pypool.handler``, ``@pypool.handler()`` or ``@pypool.handler("name")``.
 
     The function is returned unchanged, so it can still be called directly (e.g. by tests).
-    Registering a name twice raises ValueError.
+    Registering a name twice raises ValueError, unless it is the same function defined again
+    (a module re-imported with importlib.reload): the later definition then replaces it.
     """
     if callable(name_or_fn):
         return _register(name_or_fn.__name__, name_or_fn)

@@ -16,6 +16,10 @@ This module imports nothing but sys up front, so either way it adds next to noth
 
 import sys
 
+NO_PROTOBUF = (
+    "pypool worker: the interpreter %s cannot import google.protobuf (%s).\n"
+    "Install it (Debian: apt-get install python3-protobuf) or point the pool at an interpreter\n"
+    "that has it (pypool_config.python or $PYPOOL_PYTHON).\n")
 USAGE = "usage: python -m pypool --module NAME   (NAME: dotted module name or path/to/file.py)\n"
 
 
@@ -33,7 +37,13 @@ def main(argv):
     if module_name is None:
         sys.stderr.write(USAGE)
         return 2
-    from pypool import _boot, _worker  # only now: keeps `import pypool` cheap
+    try:
+        from pypool import _boot, _worker  # only now: keeps `import pypool` cheap
+    except ImportError as exc:
+        if not (exc.name or "").startswith("google"):
+            raise
+        sys.stderr.write(NO_PROTOBUF % (sys.executable, exc))
+        return 1
     try:
         _worker.run(module_name)
     except SystemExit as exc:

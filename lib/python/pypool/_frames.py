@@ -16,6 +16,7 @@ out of line.
 
 import io
 import os
+import select
 import struct
 
 HEADER = struct.Struct(">I")
@@ -48,12 +49,53 @@ class FrameReader:
 
     def __init__(self, fd, max_frame):
         self._max_frame = max_frame
-        self._in = io.BufferedReader(io.FileIO(fd, "rb", closefd=False), _READ_BUFFER)
+        self.raw = WaitingFileIO(fd)
+        self._in = io.BufferedReader(self.raw, _READ_BUFFER)
         # read_frame is a closure over locals rather than a method: it runs once per request.
-        self.read_frame, self._big_buffer_size = _frame_reader(self._in, max_frame)
+        self.read_frame, self._big_buffer_size = _frame_reader(self._in, self.raw, max_frame)
 
 
-def _frame_reader(stream, max_frame):
+class WaitingFileIO(io.FileIO):
+    """The request pipe as the buffered reader's raw stream: wait in poll(2), then read(2).
+
+    Why not a plain blocking read: a worker asleep in read(2) when SIGKILL arrives still takes a
+    request written just after the kill (the woken read finds data before the signal is acted
+    on), and the pool then cannot tell that the request was never worked on. Asleep in poll(2)
+    instead, a dying worker takes nothing: the pool sees the request unread and sends it again.
+    The same place is where SIGTERM can end the worker without losing a byte: `waiting` with
+    nothing pending (`got == used`, every byte taken belongs to a frame handed out).
+
+    The buffered reader calls readinto only when its buffer cannot serve a read, so the poll
+    costs one system call per request that is not already buffered.
+    """
+
+    def __init__(self, fd):
+        super().__init__(fd, "rb", closefd=False)
+        self.got = 0  # bytes taken from the fd
+        self.used = 0  # bytes of the frames handed out by read_frame
+        self.waiting = False
+        self.on_idle = None  # called before waiting with nothing pending (SIGTERM's exit)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        self._poll = poller.poll
+
+    def pending(self):
+        """Bytes taken from the fd that are not part of a frame handed out yet."""
+        return self.got - self.used
+
+    def readinto(self, buffer):
+        if self.on_idle is not None and self.got == self.used:
+            self.on_idle()
+        self.waiting = True
+        self._poll()
+        self.waiting = False
+        n = io.FileIO.readinto(self, buffer)
+        if n:
+            self.got += n
+        return n
+
+
+def _frame_reader(stream, raw, max_frame):
     """(read_frame, big_buffer_size): the reading closure and a probe of its buffer (tests)."""
     read = stream.read
     readinto = stream.readinto
@@ -74,6 +116,7 @@ def _frame_reader(stream, max_frame):
             if size < small_limit:
                 body = read(size)
                 if len(body) == size:
+                    raw.used += size + 4
                     if keep_for:  # 0 whenever no big buffer is held: one test per small frame
                         keep_for -= 1
                         if not keep_for:
@@ -112,6 +155,7 @@ def _frame_reader(stream, max_frame):
         # into body, looping until it is full or EOF.
         got = readinto(body)
         if got == size:
+            raw.used += size + 4
             return body
         raise ProtocolError("EOF inside a frame (%d of %d bytes)" % (got, size))
 

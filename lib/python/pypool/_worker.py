@@ -39,8 +39,9 @@ class Worker:
         # the frame limit: it is small enough to copy into one write(2) and fits any frame.
         self._small_reply_limit = min(_frames.COALESCE_LIMIT,
                                       max_frame - _wire.SMALL_REPLY_OVERHEAD)
-        # busy: a message is being handled; SIGTERM then waits for the reply instead of exiting.
-        self._busy = False
+        # The request pipe's raw reader, once serving: SIGTERM asks it whether exiting now
+        # would lose a byte of a request (see _frames.WaitingFileIO).
+        self._raw = None
         self._term_requested = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -48,13 +49,26 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame):
-        if self._busy:
-            self._term_requested = True
-        else:
+        # Exit at once only where nothing is lost: before serving (no request read yet), or
+        # waiting for the next request with no part of one taken from the pipe; anything the
+        # pool wrote is then still in the pipe, unread, and the pool retries it elsewhere.
+        # Otherwise the request in hand is answered first, and the worker leaves when it next
+        # waits with nothing pending (_exit_if_asked).
+        self._term_requested = True
+        raw = self._raw
+        if raw is None or (raw.waiting and raw.got == raw.used):
+            _boot.exit_now(EXIT_OK)
+
+    def _exit_if_asked(self):
+        if self._term_requested:
             _boot.exit_now(EXIT_OK)
 
     def serve(self, reader):
         """Serve until EOF, Shutdown or SIGTERM; never returns."""
+        raw = getattr(reader, "raw", None)
+        if raw is not None:
+            raw.on_idle = self._exit_if_asked
+        self._raw = raw
         # This loop runs once per request: what it calls is bound to locals up front.
         read_frame = reader.read_frame
         decode = _wire.decode
@@ -67,7 +81,6 @@ class Worker:
                 _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
             if body is None:
                 _boot.exit_now(EXIT_OK)
-            self._busy = True
             kind, message = decode(body)
             # Drop the frame: a big one is a view of the reader's reused buffer, which must be
             # free to go when the reader shrinks it (the handler has its own payload bytes).
@@ -80,9 +93,8 @@ class Worker:
             # idle worker would otherwise pin its last payload, and the next big request's
             # payload would need fresh memory while this one is still alive.
             message = None
-            self._busy = False
-            if self._term_requested:
-                _boot.exit_now(EXIT_OK)
+            if raw is None and self._term_requested:
+                _boot.exit_now(EXIT_OK)  # a reader that cannot say what it holds (tests)
 
     # --- dispatch --------------------------------------------------------------------------
     def handle_frame(self, body):
@@ -130,7 +142,9 @@ class Worker:
 
         try:
             result = fn(req.payload, ctx)
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            # KeyboardInterrupt and SystemExit from a handler are its errors too: the caller
+            # gets EREMOTE and the worker stays (os._exit still ends a worker for real).
             self._send_exception(request_id, exc)
             return
         # The common reply, small bytes, as one frame in one write; anything else is checked
@@ -223,6 +237,12 @@ def run(module_name):
     worker = Worker(pypool._registry, _frames.fd_sender(_boot.RESPONSE_FD), max_frame)
     worker.install_sigterm()
     _boot.import_user_module(module_name)
+    if not pypool._registry:
+        # Every call would fail with NoSuchMethod: almost surely the wrong module or a missing
+        # decorator. Refusing to start says so once, in the ESPAWN the pool reports.
+        _boot.fail(_boot.EXIT_STARTUP,
+                   "module %r registers no handlers (decorate functions with @pypool.handler)"
+                   % module_name)
     try:
         worker._send(_wire.hello_frame(os.getpid(), sys.version, pypool._handler_names()))
         worker.serve(_frames.FrameReader(_boot.REQUEST_FD, max_frame))

@@ -76,6 +76,11 @@ def sys_exit(payload, ctx):
 
 
 @pypool.handler
+def interrupt(payload, ctx):
+    raise KeyboardInterrupt("from a handler")
+
+
+@pypool.handler
 def big(payload, ctx):
     return b"z" * int(payload)
 
