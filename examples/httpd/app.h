@@ -8,6 +8,7 @@
 #ifndef HTTPD_APP_H
 #define HTTPD_APP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@ typedef struct httpd_app {
     pypool *pool;
     int64_t call_timeout_ms; /* per request, waiting + running; X-Timeout-Ms may lower it */
     size_t max_body_bytes;   /* larger request bodies get 413 */
+    bool debug;              /* errors carry tracebacks and details (never in production) */
 } httpd_app;
 
 #endif

@@ -13,7 +13,7 @@ void handle_call(const httpd_app *app, const char *method, const char *body, siz
 {
     pypool_result res;
     int rc = pypool_call(app->pool, method, body, len, timeout_ms, &res);
-    reply_from_call(r, rc, &res);
+    reply_from_call(r, rc, &res, app->debug);
     pypool_result_free(&res);
 }
 
@@ -22,7 +22,7 @@ void handle_session_call(const httpd_app *app, const char *session_id, const cha
 {
     pypool_result res;
     int rc = pypool_session_call(app->pool, session_id, method, body, len, timeout_ms, &res);
-    reply_from_call(r, rc, &res);
+    reply_from_call(r, rc, &res, app->debug);
     pypool_result_free(&res);
 }
 
@@ -30,7 +30,7 @@ void handle_session_close(const httpd_app *app, const char *session_id, reply *r
 {
     int rc = pypool_session_close(app->pool, session_id);
     if (rc != PYPOOL_OK) {
-        reply_from_pool_error(r, rc, pypool_last_error(), 0);
+        reply_from_pool_error(r, rc, pypool_last_error(), 0, app->debug);
         return;
     }
     jbuf doc;

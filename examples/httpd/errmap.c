@@ -1,13 +1,18 @@
 /*
  * errmap.c - pypool error codes to HTTP status codes and JSON error bodies.
  *
- * EREMOTE (the handler raised) is the caller's problem with the Python side: 500 with the
- * exception's type, message and traceback. Infrastructure failures are "bad gateway" (502),
- * load shedding and shutdown are "unavailable" (503), a missed deadline is 504.
+ * EREMOTE (the handler raised): a handler says "your request is wrong" by raising BadInput (see
+ * handlers.py), which answers 400 with its message; any other exception is the server's fault,
+ * 500 with the exception's type only. Tracebacks and messages that may name files of the server
+ * (absolute paths, worker output) reach clients only with --debug. Infrastructure failures are
+ * "bad gateway" (502), load shedding and shutdown are "unavailable" (503), a missed deadline is
+ * 504.
  */
 #include "errmap.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 typedef struct errmap_entry {
     int rc;
@@ -34,8 +39,21 @@ static const errmap_entry *errmap_find(int rc)
     return &unknown;
 }
 
-void reply_from_pool_error(reply *r, int rc, const char *detail, int worker_pid)
+/* Exceptions that mean "the client asked wrongly": handlers.py's BadInput, and the runtime's
+ * NoSuchMethod for a method nobody registered. */
+static unsigned client_error_status(const char *type)
 {
+    if (strcmp(type, "BadInput") == 0)
+        return 400;
+    if (strcmp(type, "NoSuchMethod") == 0)
+        return 404;
+    return 0;
+}
+
+void reply_from_pool_error(reply *r, int rc, const char *detail, int worker_pid, bool debug)
+{
+    if (!debug && rc != PYPOOL_EINVAL)
+        detail = NULL; /* pypool_strerror's fixed text only */
     const errmap_entry *e = errmap_find(rc);
     jbuf doc;
     jbuf_init(&doc);
@@ -54,28 +72,39 @@ void reply_from_pool_error(reply *r, int rc, const char *detail, int worker_pid)
         r->close = true;
 }
 
-static void reply_remote_error(reply *r, const pypool_result *res)
+static void reply_remote_error(reply *r, const pypool_result *res, bool debug)
 {
+    const char *type = res->error_type ? res->error_type : "Exception";
+    unsigned client_status = client_error_status(type);
+    bool client = client_status != 0;
     jbuf doc;
     jbuf_init(&doc);
     json_begin_object(&doc);
-    json_field_str(&doc, "type", res->error_type ? res->error_type : "Exception");
-    json_field_str(&doc, "message", res->error_message ? res->error_message : "");
-    json_field_str(&doc, "traceback", res->traceback ? res->traceback : "");
+    json_field_str(&doc, "type", type);
+    if (client || debug)
+        json_field_str(&doc, "message", res->error_message ? res->error_message : "");
+    else
+        json_field_str(&doc, "message", "the handler failed (details in the server's log)");
+    if (!client && !debug) /* kept where the operator looks, not sent */
+        fprintf(stderr, "pypool_httpd: handler of worker %d raised %s: %s\n%s", res->worker_pid,
+                type, res->error_message ? res->error_message : "",
+                res->traceback ? res->traceback : "");
+    if (debug)
+        json_field_str(&doc, "traceback", res->traceback ? res->traceback : "");
     json_field_i64(&doc, "worker_pid", res->worker_pid);
     json_end_object(&doc);
-    reply_json(r, 500, &doc);
+    reply_json(r, client ? client_status : 500, &doc);
     r->worker_pid = res->worker_pid;
 }
 
-void reply_from_call(reply *r, int rc, const pypool_result *res)
+void reply_from_call(reply *r, int rc, const pypool_result *res, bool debug)
 {
     if (rc == PYPOOL_OK) {
         reply_bytes(r, 200, res->data, res->len, "application/octet-stream");
         r->worker_pid = res->worker_pid;
     } else if (rc == PYPOOL_EREMOTE) {
-        reply_remote_error(r, res);
+        reply_remote_error(r, res, debug);
     } else {
-        reply_from_pool_error(r, rc, res->error_message, res->worker_pid);
+        reply_from_pool_error(r, rc, res->error_message, res->worker_pid, debug);
     }
 }

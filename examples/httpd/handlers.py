@@ -192,6 +192,13 @@ def cart_show(payload, ctx):
 # --- plumbing -------------------------------------------------------------------------------------
 
 @pypool.handler
+def oops(payload, ctx):
+    """Fails the way a server bug does (the error names a file of the server): a 500 whose
+    details stay in the server's log unless it runs with --debug."""
+    raise RuntimeError("cannot open %s" % os.path.abspath(__file__ + ".missing"))
+
+
+@pypool.handler
 def echo(payload, ctx):
     """The body, unchanged."""
     return payload

@@ -62,6 +62,7 @@ static httpd_server *http_start(const httpd_options *o, pypool *pool)
         .pool = pool,
         .call_timeout_ms = o->timeout_ms,
         .max_body_bytes = o->max_body_bytes,
+        .debug = o->debug,
     };
     httpd_server_config scfg = {
         .port = (uint16_t)o->port,

@@ -30,6 +30,7 @@ static const char USAGE[] =
     "  --max-body-bytes N   largest request body, at most 60 MiB; larger gets 413\n"
     "                       (default 1048576)\n"
     "  --max-connections N  concurrent connections, one thread each (default 256)\n"
+    "  --debug              send Python tracebacks and detailed errors to clients\n"
     "  --help               this text\n";
 
 enum {
@@ -42,6 +43,7 @@ enum {
     OPT_MAX_WAITERS,
     OPT_MAX_BODY,
     OPT_MAX_CONNECTIONS,
+    OPT_DEBUG,
     OPT_HELP,
 };
 
@@ -55,6 +57,7 @@ static const struct option LONG_OPTIONS[] = {
     {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"debug", no_argument, NULL, OPT_DEBUG},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -133,6 +136,9 @@ static bool apply_option(int opt, const char *arg, httpd_options *o)
     switch (opt) {
     case OPT_MODULE:
         o->module = arg;
+        return true;
+    case OPT_DEBUG:
+        o->debug = true;
         return true;
     case OPT_PYTHON_PATH:
         o->python_path = arg;

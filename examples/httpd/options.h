@@ -4,6 +4,7 @@
 #ifndef HTTPD_OPTIONS_H
 #define HTTPD_OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@ typedef struct httpd_options {
     unsigned max_waiters;     /* --max-waiters (default 0: unbounded) */
     size_t max_body_bytes;    /* --max-body-bytes (default 1 MiB) */
     unsigned max_connections; /* --max-connections (default 256) */
+    bool debug;               /* --debug: tracebacks and detailed errors go to clients */
 } httpd_options;
 
 /* 0: run; 1: --help was printed, exit 0; -1: bad usage was reported, exit 2. */

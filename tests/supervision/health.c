@@ -77,7 +77,7 @@ Test(sup_health, healthy_workers_survive_pings_and_pings_never_disturb_calls, .t
     pypool_config cfg;
     tu_config(&cfg, "echo_mod", 2);
     cfg.idle_ping_ms = 2;
-    cfg.ping_timeout_ms = 1000;
+    cfg.ping_timeout_ms = 20000; /* healthy but slow on a loaded machine is still healthy */
     pypool *p = pt_create(&cfg);
     int before[2];
     pt_slot_pids(p, before, 2);

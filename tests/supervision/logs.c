@@ -2,7 +2,7 @@
  * logs.c - worker output and pool events: a handler printing 10 MB to stdout and 10 MB to
  * stderr completes and every line reaches the log callback; a very long line does not lose the
  * output after it; pool events are logged; without log_fn lines go to the host's stderr with
- * a "[pypool pid N]" prefix.
+ * a "[worker N]" prefix (pool events: "[pypool] <level>:").
  */
 #define _GNU_SOURCE
 #include "pool_test.h"
@@ -118,7 +118,7 @@ static void slurp(const char *path, char *buf, size_t len)
         fclose(f);
 }
 
-Test(sup_logs, without_log_fn_lines_go_to_stderr_with_the_pid_prefix, .timeout = 60)
+Test(sup_logs, without_log_fn_worker_lines_go_to_stderr_with_their_own_prefix, .timeout = 60)
 {
     char path[] = "/tmp/pypool-stderr-XXXXXX";
     int tmp = mkstemp(path);
@@ -130,6 +130,7 @@ Test(sup_logs, without_log_fn_lines_go_to_stderr_with_the_pid_prefix, .timeout =
     pypool_config cfg;
     tu_config(&cfg, "pool_extra", 1);
     cfg.log_fn = NULL;
+    cfg.log_level = PYPOOL_LOG_WARN; /* the default: start and stop print nothing */
     pypool *p = NULL;
     int rc = pypool_create(&cfg, &p);
     int pid = 0;
@@ -150,7 +151,7 @@ Test(sup_logs, without_log_fn_lines_go_to_stderr_with_the_pid_prefix, .timeout =
     PT_ASSERT_RC(rc, PYPOOL_OK, &r, "create + say with log_fn NULL");
     pypool_result_free(&r);
     char want[96];
-    snprintf(want, sizeof want, "[pypool pid %d]", pid);
+    snprintf(want, sizeof want, "[worker %d] ", pid);
     cr_assert_not_null(strstr(text, "hello-from-the-worker"),
                        "the worker's line is not on stderr:\n%s", text);
     bool prefixed = false;
@@ -163,4 +164,6 @@ Test(sup_logs, without_log_fn_lines_go_to_stderr_with_the_pid_prefix, .timeout =
             *eol = '\n';
     }
     cr_assert(prefixed, "no line '%s ... hello-from-the-worker' on stderr:\n%s", want, text);
+    cr_assert_null(strstr(text, "[pypool]"), "a default pool's start and stop printed events:\n%s",
+                   text);
 }

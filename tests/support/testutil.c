@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -202,6 +203,26 @@ bool tu_wait_until(bool (*pred)(void *arg), void *arg, int64_t timeout_ms)
             return false;
         tu_sleep_ms(5);
     }
+}
+
+static bool thread_sleeping(void *arg)
+{
+    /* Twice in a row: a thread can sleep for a moment on its way (a page fault, a lock). */
+    pid_t tid = *(pid_t *)arg;
+    if (tu_pid_state(tid) != 'S')
+        return false;
+    tu_sleep_ms(2);
+    return tu_pid_state(tid) == 'S';
+}
+
+bool tu_wait_thread_blocked(pid_t tid, int64_t timeout_ms)
+{
+    return tu_wait_until(thread_sleeping, &tid, timeout_ms);
+}
+
+pid_t tu_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
 }
 
 static bool pid_gone(void *arg)

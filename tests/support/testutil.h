@@ -29,6 +29,10 @@ char tu_pid_state(pid_t pid);  /* /proc state letter (R, S, Z, ...), '?' if gone
 
 /* Polls pred(arg) every 5 ms until it is true or timeout_ms passes. */
 bool tu_wait_until(bool (*pred)(void *arg), void *arg, int64_t timeout_ms);
+/* Waits until thread tid (of this process) sleeps in a blocking call: the event a test needs
+ * before it disturbs that call, instead of a sleep guessed long enough. */
+bool tu_wait_thread_blocked(pid_t tid, int64_t timeout_ms);
+pid_t tu_gettid(void);
 /* Waits until pid is gone from /proc (not even a zombie). */
 bool tu_wait_pid_gone(pid_t pid, int64_t timeout_ms);
 

@@ -550,6 +550,7 @@ static void on_usr1(int sig)
 typedef struct blocked_reader {
     pypool__reader r;
     atomic_int started;
+    atomic_int tid;
     int rc;
     uint8_t got[64];
     uint32_t len;
@@ -560,6 +561,7 @@ static void *blocked_reader_main(void *arg)
 {
     blocked_reader *br = arg;
     const uint8_t *body = NULL;
+    atomic_store(&br->tid, tu_gettid());
     atomic_store(&br->started, 1);
     br->rc = pypool__frame_read(&br->r, pypool__deadline_after_ms(10000), &body, &br->len);
     if (br->rc == 1 && br->len <= sizeof br->got)
@@ -584,7 +586,7 @@ Test(frame, eintr_during_blocking_read_does_not_break_it, .timeout = 30)
     cr_assert_eq(pthread_create(&br.thread, NULL, blocked_reader_main, &br), 0);
     while (!atomic_load(&br.started))
         tu_sleep_ms(1);
-    tu_sleep_ms(50); /* let it block in poll() */
+    cr_assert(tu_wait_thread_blocked(atomic_load(&br.tid), 10000), "the reader never blocked");
 
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(pthread_kill(br.thread, SIGUSR1), 0);
@@ -757,12 +759,14 @@ typedef struct held_writer {
     int rc;
     size_t written;
     int64_t done_ms;
+    atomic_int tid;
     pthread_t thread;
 } held_writer;
 
 static void *held_writer_main(void *arg)
 {
     held_writer *w = arg;
+    atomic_store(&w->tid, tu_gettid());
     uint8_t *body = make_payload(w->len, 6);
     uint8_t hdr[PYPOOL__FRAME_HEADER];
     pypool__frame_put_header(hdr, (uint32_t)w->len);
@@ -782,7 +786,10 @@ Test(frame, held_write_notices_the_worker_hanging_up, .timeout = 30)
     test_pipe reply = make_pipe(); /* reply.wr plays the worker's fd 4 */
     held_writer w = {.fd = req.wr, .hup_fd = reply.rd, .len = MIB, .timeout_ms = 10000};
     cr_assert_eq(pthread_create(&w.thread, NULL, held_writer_main, &w), 0);
-    tu_sleep_ms(100); /* the writer fills the pipe and waits */
+    while (!atomic_load(&w.tid))
+        tu_sleep_ms(1);
+    cr_assert(tu_wait_thread_blocked(atomic_load(&w.tid), 10000),
+              "the writer never filled the pipe and waited");
     int64_t closed_at = tu_now_ms();
     close_fd(&reply.wr); /* the worker dies */
     pthread_join(w.thread, NULL);
