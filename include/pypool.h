@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define PYPOOL_VERSION_MAJOR    0
-#define PYPOOL_VERSION_MINOR    1
+#define PYPOOL_VERSION_MINOR    2
 #define PYPOOL_VERSION_PATCH    0
 #define PYPOOL_PROTOCOL_VERSION 1
 

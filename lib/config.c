@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -94,38 +95,76 @@ static int validate(const pypool_config *cfg)
     return 0;
 }
 
-static bool is_dir(const char *path)
+/* A directory holding the runtime: the package and its generated protobuf module. */
+static bool is_runtime(const char *dir)
 {
+    char path[PATH_MAX];
     struct stat st;
-    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    int n = snprintf(path, sizeof path, "%s/pypool/pypool_pb2.py", dir);
+    return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Tries one candidate; appends it to the list of places looked at when it fails. */
+static bool try_runtime(const char *dir, char *out, size_t cap, char *looked, size_t lcap)
+{
+    if (is_runtime(dir) && strlen(dir) < cap) {
+        strcpy(out, dir);
+        return true;
+    }
+    size_t used = strlen(looked);
+    snprintf(looked + used, lcap - used, "%s%s", used ? ", " : "", dir);
+    return false;
+}
+
+/* `rel` appended to the directory of `file`. */
+static void beside(const char *file, const char *rel, char *out, size_t cap)
+{
+    const char *slash = strrchr(file, '/');
+    int dirlen = slash ? (int)(slash - file) : 1;
+    snprintf(out, cap, "%.*s/%s", dirlen, slash ? file : ".", rel);
 }
 
 /*
- * Where the Python runtime (package pypool + pypool_pb2.py) lives: $PYPOOL_RUNTIME_DIR, else
- * the build tree when this code was loaded from a file inside it, else the install prefix.
+ * Where the Python runtime (package pypool + pypool_pb2.py) lives: $PYPOOL_RUNTIME_DIR if set;
+ * else the build tree, when this code was loaded from a file inside it; else relative to the
+ * file this code was loaded from (libpypool.so in <prefix>/lib..., or a program in
+ * <prefix>/bin that links the static library), so an install works at any prefix; else the
+ * install directory chosen at configure time. False, with every place looked at, if none holds
+ * it.
  */
-static const char *runtime_dir(void)
+static bool runtime_dir(char *out, size_t cap, char *looked, size_t lcap)
 {
+    looked[0] = '\0';
     const char *env = getenv("PYPOOL_RUNTIME_DIR");
     if (env && *env)
-        return env;
-#if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
+        return try_runtime(env, out, cap, looked, lcap);
     Dl_info info;
-    size_t blen = strlen(PYPOOL_BUILD_DIR);
-    if (dladdr((void *)&pypool_config_init, &info) && info.dli_fname &&
-        strncmp(info.dli_fname, PYPOOL_BUILD_DIR "/", blen + 1) == 0 &&
-        is_dir(PYPOOL_RUNTIME_BUILD_DIR))
-        return PYPOOL_RUNTIME_BUILD_DIR;
+    const char *self = dladdr((void *)&pypool_config_init, &info) ? info.dli_fname : NULL;
+#if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
+    if (self && strncmp(self, PYPOOL_BUILD_DIR "/", strlen(PYPOOL_BUILD_DIR) + 1) == 0 &&
+        try_runtime(PYPOOL_RUNTIME_BUILD_DIR, out, cap, looked, lcap))
+        return true;
+#endif
+    char near[PATH_MAX];
+#ifdef PYPOOL_RUNTIME_FROM_LIBDIR
+    if (self) {
+        beside(self, PYPOOL_RUNTIME_FROM_LIBDIR, near, sizeof near);
+        if (try_runtime(near, out, cap, looked, lcap))
+            return true;
+    }
+#endif
+#ifdef PYPOOL_RUNTIME_FROM_BINDIR
+    if (self) {
+        beside(self, PYPOOL_RUNTIME_FROM_BINDIR, near, sizeof near);
+        if (try_runtime(near, out, cap, looked, lcap))
+            return true;
+    }
 #endif
 #ifdef PYPOOL_RUNTIME_INSTALL_DIR
-    if (is_dir(PYPOOL_RUNTIME_INSTALL_DIR))
-        return PYPOOL_RUNTIME_INSTALL_DIR;
+    if (try_runtime(PYPOOL_RUNTIME_INSTALL_DIR, out, cap, looked, lcap))
+        return true;
 #endif
-#ifdef PYPOOL_RUNTIME_BUILD_DIR
-    return PYPOOL_RUNTIME_BUILD_DIR;
-#else
-    return ".";
-#endif
+    return false;
 }
 
 #define WORKER_BOOTSTRAP                                                                           \
@@ -221,11 +260,10 @@ static void append_path_entries(char *out, const char *list)
 }
 
 /* PYTHONPATH=<cfg.python_path>:<the runtime>:<the host's PYTHONPATH>, empty entries left out. */
-static char *make_pythonpath(const pypool_config *cfg)
+static char *make_pythonpath(const pypool_config *cfg, const char *runtime)
 {
     const char *user = cfg->python_path;
     const char *host = getenv("PYTHONPATH");
-    const char *runtime = runtime_dir();
     size_t room = strlen("PYTHONPATH=") + (user ? strlen(user) : 0) + strlen(runtime) +
                   (host ? strlen(host) : 0) + 3;
     char *env = malloc(room);
@@ -240,7 +278,7 @@ static char *make_pythonpath(const pypool_config *cfg)
 }
 
 /* Host environment, minus what we set, plus cfg->env, plus PYTHONPATH and PYPOOL_* entries. */
-static char **build_envp(const pypool_config *cfg)
+static char **build_envp(const pypool_config *cfg, const char *runtime)
 {
     size_t nhost = count_strv((const char *const *)environ);
     size_t nextra = count_strv(cfg->env);
@@ -255,7 +293,7 @@ static char **build_envp(const pypool_config *cfg)
     for (size_t i = 0; ok && i < nextra; i++)
         ok = (envp[n++] = strdup(cfg->env[i])) != NULL;
     if (ok)
-        ok = (envp[n++] = make_pythonpath(cfg)) != NULL;
+        ok = (envp[n++] = make_pythonpath(cfg, runtime)) != NULL;
     if (ok) /* the working directory never goes on sys.path (see build_argv) */
         ok = (envp[n++] = strdup("PYTHONSAFEPATH=1")) != NULL;
     if (ok)
@@ -302,7 +340,18 @@ int pypool__config_copy(pypool *p, const pypool_config *caller)
         total += strs[i] ? strlen(strs[i]) + 1 : 0;
     p->strings = malloc(total);
     p->child_argv = build_argv(cfg);
-    p->child_envp = build_envp(cfg);
+    char runtime[PATH_MAX], looked[2048];
+    if (!runtime_dir(runtime, sizeof runtime, looked, sizeof looked)) {
+        if (!cfg->worker_argv) /* a custom worker may not need it; ours does */
+            return pypool__set_error(PYPOOL_ESPAWN,
+                                     "the pypool Python runtime (pypool/pypool_pb2.py) was not "
+                                     "found; looked in: %s. Set PYPOOL_RUNTIME_DIR to the "
+                                     "directory that holds it (pkg-config --variable=pythondir "
+                                     "pypool)",
+                                     looked);
+        runtime[0] = '\0';
+    }
+    p->child_envp = build_envp(cfg, runtime);
     if (!p->strings || !p->child_argv || !p->child_envp)
         return pypool__set_error(PYPOOL_ENOMEM, "out of memory copying the configuration");
     char *cursor = p->strings;

@@ -19,7 +19,7 @@ Test(pool_deadlines, one_ms_deadline_while_all_busy_fails_fast_and_disturbs_nobo
 
     pt_call_job busy[2];
     for (int i = 0; i < 2; i++)
-        pt_call_start(&busy[i], p, NULL, "sleep", "1.0", 30000);
+        pt_call_start(&busy[i], p, NULL, "sleep", "5.0", 30000);
     bool both_busy = pt_wait_busy(p, 2, 5000);
 
     pypool_result r;
@@ -47,12 +47,14 @@ Test(pool_deadlines, one_ms_deadline_while_all_busy_fails_fast_and_disturbs_nobo
     cr_assert(both_busy, "the two sleep calls never made both workers busy");
     cr_assert_eq(rc_1ms, PYPOOL_ETIMEDOUT, "1 ms deadline: %s: %s", pypool_strerror(rc_1ms),
                  msg_1ms);
-    cr_assert_lt(took_1ms, 50, "1 ms deadline returned after %lld ms", (long long)took_1ms);
+    /* Bounds that tell an enforced deadline from an ignored one (the workers are busy for 5 s),
+     * not speed targets: a loaded machine must pass them. */
+    cr_assert_lt(took_1ms, 2500, "1 ms deadline returned after %lld ms", (long long)took_1ms);
     cr_assert_eq(rc_0ms, PYPOOL_ETIMEDOUT, "timeout 0: %s", pypool_strerror(rc_0ms));
-    cr_assert_lt(took_0ms, 50, "timeout 0 returned after %lld ms", (long long)took_0ms);
+    cr_assert_lt(took_0ms, 2500, "timeout 0 returned after %lld ms", (long long)took_0ms);
     cr_assert_eq(rc_co, PYPOOL_ETIMEDOUT, "checkout(1 ms): %s", pypool_strerror(rc_co));
     cr_assert_null(w);
-    cr_assert_lt(took_co, 50, "checkout(1 ms) returned after %lld ms", (long long)took_co);
+    cr_assert_lt(took_co, 2500, "checkout(1 ms) returned after %lld ms", (long long)took_co);
     for (int i = 0; i < 2; i++) {
         PT_ASSERT_JOB(&busy[i], PYPOOL_OK, "the busy call");
         cr_assert(busy[i].worker_pid == before[0] || busy[i].worker_pid == before[1],
@@ -88,7 +90,7 @@ Test(pool_deadlines, handler_past_deadline_times_out_and_next_call_gets_its_own_
     PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "sleep 5 s with a 300 ms deadline");
     pypool_result_free(&r);
     cr_assert_geq(took, 280, "timed out early, after %lld ms", (long long)took);
-    cr_assert_lt(took, 1500, "timed out late, after %lld ms", (long long)took);
+    cr_assert_lt(took, 4000, "timed out late, after %lld ms", (long long)took);
 
     /* The worker's state is unknown: it must be killed (not left to finish its sleep). */
     cr_assert(tu_wait_pid_gone(old_pid, 3000), "timed-out worker %d still exists 3 s later",
@@ -134,7 +136,7 @@ Test(pool_deadlines, one_deadline_covers_waiting_and_running, .timeout = 60)
                  "wait + run exceeded the 900 ms deadline but got %s after %lld ms: %s",
                  pypool_strerror(rc), (long long)took, msg);
     cr_assert_geq(took, 850, "timed out early, after %lld ms", (long long)took);
-    cr_assert_lt(took, 1600, "timed out after %lld ms, deadline was 900 ms", (long long)took);
+    cr_assert_lt(took, 5000, "timed out after %lld ms, deadline was 900 ms", (long long)took);
 
     rc = pt_call_str(p, "echo", "after", 15000, &r);
     PT_ASSERT_REPLY(rc, &r, "after", "the call after the timeout");
@@ -156,12 +158,12 @@ Test(pool_deadlines, negative_timeouts_use_the_pool_defaults, .timeout = 60)
     int64_t took = tu_now_ms() - t0;
     PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "call with timeout -1 (call_timeout_ms 300)");
     pypool_result_free(&r);
-    cr_assert(took >= 280 && took < 1500, "default call deadline hit after %lld ms",
+    cr_assert(took >= 280 && took < 4000, "default call deadline hit after %lld ms",
               (long long)took);
 
     /* Occupy the (restarted) worker, then a default checkout must give up after ~200 ms. */
     pt_call_job holder;
-    pt_call_start(&holder, p, NULL, "sleep", "1.0", 30000);
+    pt_call_start(&holder, p, NULL, "sleep", "5.0", 30000);
     bool busy = pt_wait_busy(p, 1, 15000);
     uint64_t restarts = pt_stats(p).restarts;
     pypool_worker *w = NULL;
@@ -173,7 +175,7 @@ Test(pool_deadlines, negative_timeouts_use_the_pool_defaults, .timeout = 60)
     cr_assert(busy, "the holder never made the worker busy");
     PT_ASSERT_JOB(&holder, PYPOOL_OK, "the holder's call");
     cr_assert_eq(rc_co, PYPOOL_ETIMEDOUT, "checkout(-1): %s", pypool_strerror(rc_co));
-    cr_assert(took_co >= 180 && took_co < 800, "default checkout deadline hit after %lld ms",
+    cr_assert(took_co >= 180 && took_co < 3000, "default checkout deadline hit after %lld ms",
               (long long)took_co);
     cr_assert_eq(pt_stats(p).restarts, restarts, "a checkout timeout restarted a worker");
     pt_destroy(p);

@@ -145,7 +145,7 @@ Test(pool_startup, warm_starts_every_empty_slot_and_waits, .timeout = 60)
     rc = pypool_warm(p, 15000);
     int64_t took = tu_now_ms() - t0;
     PT_ASSERT_RC(rc, PYPOOL_OK, NULL, "second pypool_warm");
-    cr_assert_lt(took, 100, "warming a warm pool took %lld ms", (long long)took);
+    cr_assert_lt(took, 5000, "warming a warm pool took %lld ms", (long long)took);
     int again[3];
     pt_slot_pids(p, again, 3);
     cr_assert(memcmp(pids, again, sizeof pids) == 0, "warm replaced running workers");

@@ -199,7 +199,10 @@ class TestExits(WorkerTestCase):
     def test_sigterm_during_handler_delivers_reply(self):
         worker = self.started()
         worker.send(harness.request(21, "slow", b"0.6"))
-        time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while "slow: started" not in worker.stdout and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertIn("slow: started", worker.stdout)
         worker.proc.send_signal(signal.SIGTERM)
         env = worker.recv()
         self.assertEqual(env.response.id, 21)
@@ -355,6 +358,13 @@ class TestExits(WorkerTestCase):
             os.kill(grandchild, signal.SIGKILL)  # it holds the log pipes: kill before wait()
 
 
+def _cpu_ticks(pid):
+    """User + system CPU time of pid, in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def _alive(pid):
     """True while pid runs (a zombie waiting for init counts as dead)."""
     try:
@@ -389,7 +399,11 @@ class TestCTestModules(WorkerTestCase):
     def test_stop_ponging(self):
         worker = self.started()
         self.assertEqual(worker.call("stop_ponging").payload, b"ok")
-        time.sleep(0.2)
+        # The wedge starts 50 ms later and spins: wait until the worker has burnt CPU in it.
+        start = _cpu_ticks(worker.proc.pid)
+        deadline = time.monotonic() + 30
+        while _cpu_ticks(worker.proc.pid) < start + 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
         worker.send(pb.Envelope(ping=pb.Ping(id=1)))
         with self.assertRaises(TimeoutError):
             worker.recv(timeout=0.5)
@@ -429,7 +443,9 @@ class TestRoundTripTime(WorkerTestCase):
             worker.recv_body()
         per_call = (time.perf_counter() - start) / len(frames)
         sys.stderr.write("\n  echo 16 B round trip: %.1f us per call\n" % (per_call * 1e6))
-        self.assertLess(per_call, 0.005)  # only catches disasters; the bench measures for real
+        # Only catches disasters (a sleep per call); the bench measures for real, and a loaded
+        # or single-CPU machine must not fail this.
+        self.assertLess(per_call, 0.05)
 
 
 if __name__ == "__main__":

@@ -516,7 +516,7 @@ Test(frame, silent_peer_hits_the_deadline, .timeout = 30)
         int64_t took = tu_now_ms() - t0;
         cr_assert_eq(rc, PYPOOL_ETIMEDOUT, "silent peer: got %d (%s)", rc, pypool_strerror(rc));
         cr_assert_geq(took, 100, "round %d: timed out early after %lld ms", round, (long long)took);
-        cr_assert_leq(took, 300, "round %d: 100 ms deadline took %lld ms", round, (long long)took);
+        cr_assert_leq(took, 5000, "round %d: 100 ms deadline took %lld ms", round, (long long)took);
         /* A partial header must not turn the timeout into a sticky error either. */
         if (round == 0)
             raw_write(tp.wr, "\x00\x00", 2);
@@ -740,7 +740,7 @@ Test(frame, write_to_full_pipe_times_out, .timeout = 30)
     int64_t took = tu_now_ms() - t0;
     cr_assert_eq(rc, PYPOOL_ETIMEDOUT, "nobody reads: got %d (%s)", rc, pypool_strerror(rc));
     cr_assert_geq(took, 100, "timed out early: %lld ms", (long long)took);
-    cr_assert_leq(took, 300, "100 ms deadline took %lld ms", (long long)took);
+    cr_assert_leq(took, 5000, "100 ms deadline took %lld ms", (long long)took);
     cr_assert_gt(written, 0, "the pipe buffer should have taken some bytes");
     cr_assert_lt(written, MIB + 4, "written %zu: more than the pipe can hold", written);
     free(body);
@@ -795,7 +795,7 @@ Test(frame, held_write_notices_the_worker_hanging_up, .timeout = 30)
     pthread_join(w.thread, NULL);
     cr_assert_eq(w.rc, PYPOOL_EWORKER, "worker hung up while the pipe was full: got %d (%s)", w.rc,
                  pypool_strerror(w.rc));
-    cr_assert_lt(w.done_ms - closed_at, 1000, "the hangup was noticed only after %lld ms",
+    cr_assert_lt(w.done_ms - closed_at, 5000, "the hangup was noticed only after %lld ms",
                  (long long)(w.done_ms - closed_at));
     cr_assert_gt(w.written, 0);
     cr_assert_lt(w.written, MIB + 4);
@@ -815,7 +815,7 @@ Test(frame, held_write_to_full_pipe_times_out, .timeout = 30)
     int64_t took = w.done_ms - t0;
     cr_assert_eq(w.rc, PYPOOL_ETIMEDOUT, "got %d (%s)", w.rc, pypool_strerror(w.rc));
     cr_assert_geq(took, 100, "timed out early: %lld ms", (long long)took);
-    cr_assert_leq(took, 300, "100 ms deadline took %lld ms", (long long)took);
+    cr_assert_leq(took, 5000, "100 ms deadline took %lld ms", (long long)took);
     close_pipe(&req);
     close_pipe(&reply);
 }

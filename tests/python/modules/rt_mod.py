@@ -54,6 +54,7 @@ def count(payload, ctx):
 
 @pypool.handler
 def slow(payload, ctx):
+    print("slow: started", flush=True)  # tests wait for this line, not for a guessed time
     time.sleep(float(payload))
     return b"done"
 
