@@ -125,6 +125,26 @@ static void beside(const char *file, const char *rel, char *out, size_t cap)
 }
 
 /*
+ * The file this code was loaded from: libpypool.so, or the program that links the static
+ * library. For the main program dladdr gives argv[0]'s spelling (relative, or no path at all),
+ * so a name that is not absolute is looked up in /proc/self/exe instead.
+ */
+static const char *loaded_from(char *buf, size_t cap)
+{
+    Dl_info info;
+    if (dladdr((void *)&pypool_config_init, &info) && info.dli_fname && info.dli_fname[0] == '/' &&
+        strlen(info.dli_fname) < cap) {
+        strcpy(buf, info.dli_fname);
+        return buf;
+    }
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    return buf;
+}
+
+/*
  * Where the Python runtime (package pypool + pypool_pb2.py) lives: $PYPOOL_RUNTIME_DIR if set;
  * else the build tree, when this code was loaded from a file inside it; else relative to the
  * file this code was loaded from (libpypool.so in <prefix>/lib..., or a program in
@@ -138,8 +158,8 @@ static bool runtime_dir(char *out, size_t cap, char *looked, size_t lcap)
     const char *env = getenv("PYPOOL_RUNTIME_DIR");
     if (env && *env)
         return try_runtime(env, out, cap, looked, lcap);
-    Dl_info info;
-    const char *self = dladdr((void *)&pypool_config_init, &info) ? info.dli_fname : NULL;
+    char self_buf[PATH_MAX];
+    const char *self = loaded_from(self_buf, sizeof self_buf);
 #if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
     if (self && strncmp(self, PYPOOL_BUILD_DIR "/", strlen(PYPOOL_BUILD_DIR) + 1) == 0 &&
         try_runtime(PYPOOL_RUNTIME_BUILD_DIR, out, cap, looked, lcap))

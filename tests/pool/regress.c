@@ -48,7 +48,8 @@ Test(pool_regress, call_after_sigkill_of_the_only_worker_waits_for_its_replaceme
 {
     pypool_config cfg;
     tu_config(&cfg, "regress_mod", 1);
-    cfg.restart_backoff_min_ms = 1; /* rounds go fast; the call must wait either way */
+    cfg.restart_backoff_min_ms = 1;  /* rounds go fast (crashes in a row double the delay up to */
+    cfg.restart_backoff_max_ms = 50; /* the max); the call must wait for it either way */
     pypool *p = pt_create(&cfg);
     for (int round = 0; round < 20; round++) {
         int old[1];
@@ -63,6 +64,7 @@ Test(pool_regress, call_after_every_worker_died_at_once_waits_for_a_replacement)
     pypool_config cfg;
     tu_config(&cfg, "regress_mod", SIZE);
     cfg.restart_backoff_min_ms = 1;
+    cfg.restart_backoff_max_ms = 50;
     pypool *p = pt_create(&cfg);
     for (int round = 0; round < 6; round++) {
         cr_assert(pt_wait_idle(p, SIZE, 20000), "round %d: workers not all idle", round);
