@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <limits.h>
+#include <link.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -104,86 +105,123 @@ static bool is_runtime(const char *dir)
     return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Tries one candidate; appends it to the list of places looked at when it fails. */
-static bool try_runtime(const char *dir, char *out, size_t cap, char *looked, size_t lcap)
+/* Tries one candidate; when it fails, appends "dir (why)" to the list of places looked at. */
+static bool try_runtime(const char *dir, const char *why, char *out, size_t cap, char *looked,
+                        size_t lcap)
 {
     if (is_runtime(dir) && strlen(dir) < cap) {
         strcpy(out, dir);
         return true;
     }
     size_t used = strlen(looked);
-    snprintf(looked + used, lcap - used, "%s%s", used ? ", " : "", dir);
+    if (used < lcap)
+        snprintf(looked + used, lcap - used, "%s%s (%s)", used ? ", " : "", dir, why);
     return false;
 }
 
-/* `rel` appended to the directory of `file`. */
-static void beside(const char *file, const char *rel, char *out, size_t cap)
+/* The directory of the canonical path `file` with the relative path `rel` applied to it, the
+ * ".." steps taken lexically (sound: `file` has no symlinks left). False if it does not fit. */
+static bool beside(const char *file, const char *rel, char *out, size_t cap)
 {
     const char *slash = strrchr(file, '/');
-    int dirlen = slash ? (int)(slash - file) : 1;
-    snprintf(out, cap, "%.*s/%s", dirlen, slash ? file : ".", rel);
+    size_t len = slash ? (size_t)(slash - file) : 0;
+    if (len >= cap)
+        return false;
+    memcpy(out, file, len);
+    out[len] = '\0';
+    for (const char *c = rel; *c;) {
+        size_t n = strcspn(c, "/");
+        if (n == 2 && c[0] == '.' && c[1] == '.') {
+            char *up = strrchr(out, '/');
+            len = up ? (size_t)(up - out) : 0;
+            out[len] = '\0';
+        } else if (n > 0 && !(n == 1 && c[0] == '.')) {
+            if (len + 1 + n >= cap)
+                return false;
+            out[len++] = '/';
+            memcpy(out + len, c, n);
+            out[len += n] = '\0';
+        }
+        c += n + (c[n] == '/');
+    }
+    if (len == 0 && cap > 1)
+        strcpy(out, "/");
+    return true;
 }
 
 /*
- * The file this code was loaded from: libpypool.so, or the program that links the static
- * library. For the main program dladdr gives argv[0]'s spelling (relative, or no path at all),
- * so a name that is not absolute is looked up in /proc/self/exe instead.
+ * The canonical path of the file this code was loaded from: libpypool.so (or a shared object
+ * that links the static library), else the program that links the static library. For the
+ * main program dladdr gives argv[0]'s spelling (relative, or a bare name found on PATH):
+ * /proc/self/exe names it instead. *is_program tells which of the two it is.
  */
-static const char *loaded_from(char *buf, size_t cap)
+static const char *loaded_from(char *buf, bool *is_program)
 {
     Dl_info info;
-    if (dladdr((void *)&pypool_config_init, &info) && info.dli_fname && info.dli_fname[0] == '/' &&
-        strlen(info.dli_fname) < cap) {
-        strcpy(buf, info.dli_fname);
-        return buf;
-    }
-    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    struct link_map *map = NULL;
+    bool found = dladdr1((void *)&pypool_config_init, &info, (void **)&map, RTLD_DL_LINKMAP);
+    *is_program = !found || !map || !map->l_name || !map->l_name[0]; /* !found: static link */
+    if (!*is_program)
+        return info.dli_fname && realpath(info.dli_fname, buf) ? buf : NULL;
+    ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX - 1);
     if (n <= 0)
         return NULL;
     buf[n] = '\0';
     return buf;
 }
 
+#if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
+/* Whether the canonical path `self` lies inside the build tree this code was compiled in. */
+static bool in_build_tree(const char *self)
+{
+    char build[PATH_MAX];
+    const char *dir = realpath(PYPOOL_BUILD_DIR, build) ? build : PYPOOL_BUILD_DIR;
+    size_t n = strlen(dir);
+    return strncmp(self, dir, n) == 0 && self[n] == '/';
+}
+#endif
+
 /*
- * Where the Python runtime (package pypool + pypool_pb2.py) lives: $PYPOOL_RUNTIME_DIR if set;
- * else the build tree, when this code was loaded from a file inside it; else relative to the
- * file this code was loaded from (libpypool.so in <prefix>/lib..., or a program in
- * <prefix>/bin that links the static library), so an install works at any prefix; else the
- * install directory chosen at configure time. False, with every place looked at, if none holds
- * it.
+ * Where the Python runtime (package pypool + pypool_pb2.py) lives, in this order:
+ *   1. $PYPOOL_RUNTIME_DIR if set (and then only it);
+ *   2. the build tree's runtime, when this code was loaded from a file inside that build tree
+ *      (tests and examples run uninstalled);
+ *   3. relative to the file this code was loaded from: <libdir>/../share/pypool/python for
+ *      libpypool.so, <bindir>/../share/pypool/python for a program that links the static
+ *      library, so an install works at any prefix and after the build tree is gone;
+ *   4. the install directory chosen at configure time.
+ * False if none holds it, with `looked` naming every place looked at and why.
  */
 static bool runtime_dir(char *out, size_t cap, char *looked, size_t lcap)
 {
     looked[0] = '\0';
     const char *env = getenv("PYPOOL_RUNTIME_DIR");
     if (env && *env)
-        return try_runtime(env, out, cap, looked, lcap);
-    char self_buf[PATH_MAX];
-    const char *self = loaded_from(self_buf, sizeof self_buf);
+        return try_runtime(env, "PYPOOL_RUNTIME_DIR", out, cap, looked, lcap);
+    char self_buf[PATH_MAX], near[PATH_MAX];
+    bool is_program = false;
+    const char *self = loaded_from(self_buf, &is_program);
 #if defined(PYPOOL_BUILD_DIR) && defined(PYPOOL_RUNTIME_BUILD_DIR)
-    if (self && strncmp(self, PYPOOL_BUILD_DIR "/", strlen(PYPOOL_BUILD_DIR) + 1) == 0 &&
-        try_runtime(PYPOOL_RUNTIME_BUILD_DIR, out, cap, looked, lcap))
+    if (self && in_build_tree(self) &&
+        try_runtime(PYPOOL_RUNTIME_BUILD_DIR, "the build tree", out, cap, looked, lcap))
         return true;
 #endif
-    char near[PATH_MAX];
-#ifdef PYPOOL_RUNTIME_FROM_LIBDIR
-    if (self) {
-        beside(self, PYPOOL_RUNTIME_FROM_LIBDIR, near, sizeof near);
-        if (try_runtime(near, out, cap, looked, lcap))
-            return true;
-    }
-#endif
-#ifdef PYPOOL_RUNTIME_FROM_BINDIR
-    if (self) {
-        beside(self, PYPOOL_RUNTIME_FROM_BINDIR, near, sizeof near);
-        if (try_runtime(near, out, cap, looked, lcap))
+#if defined(PYPOOL_RUNTIME_FROM_LIBDIR) && defined(PYPOOL_RUNTIME_FROM_BINDIR)
+    const char *rel = is_program ? PYPOOL_RUNTIME_FROM_BINDIR : PYPOOL_RUNTIME_FROM_LIBDIR;
+    if (self && beside(self, rel, near, sizeof near)) {
+        char why[PATH_MAX + 32];
+        snprintf(why, sizeof why, "relative to %s", self);
+        if (try_runtime(near, why, out, cap, looked, lcap))
             return true;
     }
 #endif
 #ifdef PYPOOL_RUNTIME_INSTALL_DIR
-    if (try_runtime(PYPOOL_RUNTIME_INSTALL_DIR, out, cap, looked, lcap))
+    if (try_runtime(PYPOOL_RUNTIME_INSTALL_DIR, "the configure-time install prefix", out, cap,
+                    looked, lcap))
         return true;
 #endif
+    (void)near;
+    (void)self;
     return false;
 }
 
