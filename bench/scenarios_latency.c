@@ -21,7 +21,22 @@ static const size_t sizes[NSIZES] = {16, 1024, 64 << 10, 1 << 20, 16 << 20};
 typedef struct lat_acc {
     samples all[NSIZES][IMPL_COUNT];
     double pct[NSIZES][IMPL_COUNT][3][BENCH_MAX_ROUNDS]; /* p50, p90, p99 of each round */
+    /* The pool's own histograms over the timed windows (stats after minus before): reported
+     * beside the external timings, which they must agree with to their resolution. */
+    pypool_histogram own_wait[NSIZES], own_call[NSIZES];
 } lat_acc;
+
+/* acc += after - before, bucket by bucket (counters only grow). */
+static void hist_add_delta(pypool_histogram *acc, const pypool_histogram *before,
+                           const pypool_histogram *after)
+{
+    acc->count += after->count - before->count;
+    acc->sum_us += after->sum_us - before->sum_us;
+    if (after->max_us > acc->max_us)
+        acc->max_us = after->max_us;
+    for (unsigned b = 0; b < PYPOOL_HISTOGRAM_BUCKETS; b++)
+        acc->buckets[b] += after->buckets[b] - before->buckets[b];
+}
 
 /* "16 B", "64 KiB", "16 MiB" */
 static void size_label(size_t size, char *buf, size_t len)
@@ -45,18 +60,28 @@ static void keep_round(lat_acc *a, unsigned r, size_t i, int impl, samples *s)
 /* One client, back-to-back calls: warm-up (at least WARM_CALLS calls: the first big frames of a
  * process pay page faults for fresh buffers until malloc settles), then the window, extended
  * until o->min_calls calls were timed (a 16 MiB echo can outlast a whole quick window). */
-static int measure_serial(contender_ctx *c, const bench_opts *o, samples *out)
+static int measure_serial(contender_ctx *c, const bench_opts *o, samples *out, lat_acc *a,
+                          size_t size_index)
 {
     load_thread t = {0};
     int64_t warm_end = bench_now_ns() + (int64_t)(o->warmup * 1e9);
     for (unsigned k = 0; k < WARM_CALLS || bench_now_ns() < warm_end; k++)
         if (contender_call(c, &t) != 0)
             return -1;
+    static pypool_stats before, after; /* large: kept off the stack; one scenario at a time */
+    if (c->impl == IMPL_POOL)
+        pypool_stats_get(c->pool, &before);
     int64_t end = bench_now_ns() + (int64_t)(o->seconds * 1e9);
     for (;;) {
         int64_t t0 = bench_now_ns();
-        if (t0 >= end && out->n >= o->min_calls)
+        if (t0 >= end && out->n >= o->min_calls) {
+            if (c->impl == IMPL_POOL) {
+                pypool_stats_get(c->pool, &after);
+                hist_add_delta(&a->own_wait[size_index], &before.wait_us, &after.wait_us);
+                hist_add_delta(&a->own_call[size_index], &before.call_us, &after.call_us);
+            }
             return 0;
+        }
         if (contender_call(c, &t) != 0)
             return -1;
         samples_push(out, (double)(bench_now_ns() - t0) / 1e3);
@@ -67,7 +92,7 @@ static void run_local(lat_acc *a, contender_ctx *c, const bench_opts *o, unsigne
 {
     samples s = {0};
     bool usable = (c->impl != IMPL_POOL || c->pool) && (c->impl != IMPL_EMBED || emb_available());
-    if (usable && measure_serial(c, o, &s) == 0)
+    if (usable && measure_serial(c, o, &s, a, i) == 0)
         keep_round(a, r, i, c->impl, &s);
     else if (usable)
         bench_warn("latency: %s failed a %zu-byte echo", bench_impl_name(c->impl), c->len);
@@ -117,7 +142,7 @@ static void add_cdf_series(samples *s, size_t size, int impl)
 static void report_size(lat_acc *a, size_t i, unsigned rounds)
 {
     static const char *const tag[] = {"p50", "p90", "p99", "max"};
-    char sl[32], label[48];
+    char sl[32], label[80];
     size_label(sizes[i], sl, sizeof sl);
     for (int t = 0; t < 4; t++) {
         snprintf(label, sizeof label, "%s %s", sl, tag[t]);
@@ -125,6 +150,16 @@ static void report_size(lat_acc *a, size_t i, unsigned rounds)
         for (int impl = 0; impl < IMPL_COUNT; impl++)
             row->v[impl] =
                 t < 3 ? median_of(a->pct[i][impl][t], rounds) : samples_max(&a->all[i][impl]);
+    }
+    /* The pool's own view of the same calls: the wait for a worker and the request/reply. */
+    static const double q[] = {0.5, 0.99};
+    for (int t = 0; t < 2; t++) {
+        snprintf(label, sizeof label, "%s %s pool's own call_us", sl, t ? "p99" : "p50");
+        results_add("latency", label, "us", false)->v[IMPL_POOL] =
+            pypool_histogram_percentile(&a->own_call[i], q[t]);
+        snprintf(label, sizeof label, "%s %s pool's own wait_us", sl, t ? "p99" : "p50");
+        results_add("latency", label, "us", false)->v[IMPL_POOL] =
+            pypool_histogram_percentile(&a->own_wait[i], q[t]);
     }
     for (int impl = 0; impl < IMPL_COUNT; impl++) {
         if (sizes[i] == 16 || sizes[i] == 64 << 10)

@@ -223,6 +223,26 @@ typedef struct pypool_slot_stats {
     uint64_t restarts; /* workers started in this slot after the first */
 } pypool_slot_stats;
 
+/*
+ * A latency histogram in microseconds, log-linear (HdrHistogram style): values below 32 µs have
+ * a bucket each; above, every power of two [2^k, 2^(k+1)) is split into 16 equal buckets, so a
+ * bucket is at most 1/16 of its values wide and a percentile (the bucket's midpoint) is within
+ * 3.2% of the true value. Bucket i covers [lower(i), lower(i) + width(i)): for i < 32,
+ * lower = i and width = 1; else with k = i / 16 + 3, lower = (16 + i % 16) << (k - 4) and
+ * width = 1 << (k - 4). The last bucket also holds everything above 2^32 µs (~71 minutes).
+ */
+#define PYPOOL_HISTOGRAM_BUCKETS 464
+
+typedef struct pypool_histogram {
+    uint64_t count;  /* values recorded */
+    uint64_t sum_us; /* their sum */
+    uint64_t max_us; /* the largest */
+    uint64_t buckets[PYPOOL_HISTOGRAM_BUCKETS];
+} pypool_histogram;
+
+/* The q-quantile (q in [0, 1]) in µs, within the bucket's resolution; 0 for an empty one. */
+PYPOOL_API double pypool_histogram_percentile(const pypool_histogram *h, double q);
+
 /* pypool_stats grows at its end (see "ABI" above pypool_config); pypool_slot_stats does not. */
 typedef struct pypool_stats {
     unsigned size;
@@ -244,6 +264,12 @@ typedef struct pypool_stats {
     uint64_t sessions;        /* sessions bound now */
     unsigned slot_count;      /* entries filled in slots[] (min(size, PYPOOL_STATS_MAX_SLOTS)) */
     pypool_slot_stats slots[PYPOOL_STATS_MAX_SLOTS];
+
+    /* since 0.2 */
+    pypool_histogram wait_us; /* call start -> a worker in hand (calls and checkouts) */
+    pypool_histogram call_us; /* request sent -> reply read (calls that got a reply) */
+    unsigned inflight;        /* calls in flight now */
+    uint64_t cancels;         /* calls cancelled without killing their worker */
 } pypool_stats;
 
 /* Fills the first `struct_size` bytes of *out; use the macro below. */
@@ -261,6 +287,18 @@ PYPOOL_API void pypool_stats_get_sized(pypool *p, pypool_stats *out, size_t stru
  */
 PYPOOL_API unsigned pypool_stats_slots(pypool *p, unsigned first, pypool_slot_stats *out,
                                        unsigned max);
+
+enum { PYPOOL_FORMAT_PROMETHEUS = 1, PYPOOL_FORMAT_JSON = 2 };
+
+/*
+ * Writes the stats as text, like snprintf: at most cap bytes including the terminating NUL, and
+ * returns the length the whole text needs (call with buf NULL, cap 0 to size a buffer), or
+ * PYPOOL_EINVAL for a NULL st or an unknown format. PYPOOL_FORMAT_PROMETHEUS is the Prometheus
+ * text exposition format (version 0.0.4): counters, gauges and the two histograms in seconds,
+ * every series labelled pool="<pool_name>"; PYPOOL_FORMAT_JSON is one JSON object.
+ */
+PYPOOL_API int pypool_stats_format(const pypool_stats *st, int format, const char *pool_name,
+                                   char *buf, size_t cap);
 
 #ifdef __cplusplus
 }

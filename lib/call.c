@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "latency.h"
 #include "sync.h"
 
 void pypool__slot_kill(pypool *p, pypool__slot *s)
@@ -247,13 +248,16 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
                              .deadline_ms = ms_left(deadline_ns),
                              .payload_len = len};
     size_t written = 0;
+    int64_t sent_at = pypool__now_ns();
     int rc = send_request(p, s, &h, payload, deadline_ns, &written);
     if (rc == PYPOOL_EINVAL)
         return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
                     p->cfg.max_frame_bytes);
-    if (rc == 0)
+    if (rc == 0) {
         rc = read_reply(p, s, h.id, method, out, reason);
-    else if (!(rc == PYPOOL_EWORKER && never_read(s, written)))
+        if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE)
+            pypool__latency_call(p, s->index, sent_at);
+    } else if (!(rc == PYPOOL_EWORKER && never_read(s, written)))
         rc = call_failed(p, s, rc, method, out, reason);
     if (rc == PYPOOL_EWORKER && never_read(s, written))
         rc = PYPOOL__ENOTSENT;

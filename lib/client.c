@@ -12,6 +12,7 @@
 #include "call.h"
 #include "clock.h"
 #include "error.h"
+#include "latency.h"
 #include "sync.h"
 
 /* The one wording of PYPOOL_ESESSION, wherever it is decided. */
@@ -177,7 +178,8 @@ static void session_unbind_fresh(pypool *p, const char *session_id, unsigned slo
  * read by any worker); anything else is the call's result.
  */
 static int call_attempt(pypool *p, const char *session_id, const char *method, const void *payload,
-                        size_t len, int64_t deadline, bool nowait, pypool_result *out)
+                        size_t len, int64_t deadline, bool nowait, int64_t *wait_start,
+                        pypool_result *out)
 {
     int want = -1;
     uint64_t gen = 0;
@@ -210,6 +212,10 @@ static int call_attempt(pypool *p, const char *session_id, const char *method, c
     }
     unsigned slot = s->index;
     uint64_t served_gen = s->generation;
+    if (*wait_start) { /* once per call, retries included: from its start to a worker in hand */
+        pypool__latency_wait(p, slot, *wait_start);
+        *wait_start = 0;
+    }
     int reason;
     rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, out, &reason);
     if (rc == 0 && p->cfg.max_worker_rss_bytes &&
@@ -237,9 +243,10 @@ static int call_on_pool(pypool *p, const char *session_id, const char *method, c
     int64_t deadline = pypool__deadline_after_ms(nowait ? p->cfg.call_timeout_ms : call_ms);
     if (deadline < 0)
         deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
+    int64_t wait_start = pypool__now_ns();
     int rc;
-    while ((rc = call_attempt(p, session_id, method, payload, len, deadline, nowait, out)) ==
-           PYPOOL__ERETRY)
+    while ((rc = call_attempt(p, session_id, method, payload, len, deadline, nowait, &wait_start,
+                              out)) == PYPOOL__ERETRY)
         ;
     return rc;
 }
@@ -317,9 +324,11 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
     int rc = pypool__enter(p);
     if (rc == 0) {
         int64_t ms = timeout_ms < 0 ? p->cfg.checkout_timeout_ms : timeout_ms;
+        int64_t start = pypool__now_ns();
         pypool__slot *s;
         rc = checkout_clean(p, -1, pypool__deadline_after_ms(ms), timeout_ms == 0, 0, &s, NULL);
         if (rc == 0) {
+            pypool__latency_wait(p, s->index, start);
             s->handle.pool = p;
             s->handle.slot = s;
             *out = &s->handle;

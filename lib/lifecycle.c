@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "latency.h"
 #include "pool.h"
 #include "state.h"
 #include "sync.h"
@@ -52,6 +53,7 @@ static void pool_free(pypool *p)
     free(p->idle);
     free(p->dying);
     free(p->last_spawn_error);
+    pypool__latency_free(p);
     pypool__cond_destroy(&p->state_cv);
     pypool__mutex_destroy(&p->mu);
     free(p);
@@ -105,7 +107,7 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->slots = calloc(cfg->size, sizeof *p->slots);
     p->idle = calloc(cfg->size, sizeof *p->idle);
-    if (p->wake_fd < 0 || !p->slots || !p->idle)
+    if (p->wake_fd < 0 || !p->slots || !p->idle || pypool__latency_init(p) != 0)
         return pypool__set_error(PYPOOL_ENOMEM, "cannot allocate the pool");
     for (unsigned i = 0; i < cfg->size; i++) {
         pypool__slot *s = &p->slots[i];
@@ -283,6 +285,8 @@ static void stats_fill(pypool *p, pypool_stats *out)
         if (i < out->slot_count)
             out->slots[i] = slot_stats_locked(s);
     }
+    out->inflight = p->busy;
+    pypool__latency_merge(p, &out->wait_us, &out->call_us);
     pypool__unlock(&p->mu);
 }
 

@@ -35,6 +35,7 @@
 
 #include "codec.h"
 #include "frame.h"
+#include "histogram.h"
 #include "logbuf.h"
 #include "proc.h"
 #include "pypool.h"
@@ -133,6 +134,8 @@ typedef struct pypool__dying {
 
 typedef struct pypool__session pypool__session;
 
+#define PYPOOL__LATENCY_STRIPES 8
+
 struct pypool {
     pypool_config cfg; /* strings point into the copies below */
     char **child_argv; /* NULL-terminated, owned */
@@ -164,6 +167,10 @@ struct pypool {
     unsigned session_buckets;
     uint64_t nsessions;
     pypool_stats counters; /* counters only; per-state fields are computed in stats_get */
+
+    /* lock-free (latency.c): PYPOOL__LATENCY_STRIPES of each, recorded without mu */
+    pypool__hist *wait_hist;
+    pypool__hist *call_hist;
 
     /* reaper only */
     pypool__dying *dying;

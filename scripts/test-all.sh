@@ -34,7 +34,7 @@ done
 # ---- packages (Debian 12), installed only if one is missing --------------------------------
 need=(cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
       python3-protobuf libcriterion-dev clang libclang-rt-14-dev python3-dev gnuplot-nox
-      libmicrohttpd-dev curl)
+      libmicrohttpd-dev curl prometheus)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -6,6 +6,7 @@
  *   DELETE /session/<id>                  -> pypool_session_close
  *   GET    /stats                         -> pypool_stats_get as JSON
  *   GET    /healthz                       -> 200 while a worker is ready
+ *   GET    /metrics                       -> pypool_stats_format, Prometheus text
  *
  * Path segments are copied into fixed buffers and checked against a small alphabet, so
  * nothing the client sends reaches the pool unchecked: a wrong path is 404, a wrong HTTP
@@ -25,6 +26,7 @@ enum route_kind {
     ROUTE_NONE,
     ROUTE_HEALTHZ,
     ROUTE_STATS,
+    ROUTE_METRICS,
     ROUTE_CALL,
     ROUTE_SESSION,
     ROUTE_SESSION_CALL,
@@ -72,6 +74,8 @@ static void parse_path(const char *path, route *rt)
         rt->kind = ROUTE_HEALTHZ;
     } else if (strcmp(path, "/stats") == 0) {
         rt->kind = ROUTE_STATS;
+    } else if (strcmp(path, "/metrics") == 0) {
+        rt->kind = ROUTE_METRICS;
     } else if (strcmp(path, "/call") == 0) {
         rt->kind = ROUTE_CALL; /* empty method: 400 below */
     } else if (strncmp(path, "/call/", 6) == 0) {
@@ -103,6 +107,7 @@ static const char *allowed_methods(enum route_kind kind)
     switch (kind) {
     case ROUTE_HEALTHZ:
     case ROUTE_STATS:
+    case ROUTE_METRICS:
         return "GET, HEAD";
     case ROUTE_SESSION:
         return "DELETE";
@@ -113,7 +118,7 @@ static const char *allowed_methods(enum route_kind kind)
 
 static bool method_allowed(enum route_kind kind, const char *http_method)
 {
-    if (kind == ROUTE_HEALTHZ || kind == ROUTE_STATS)
+    if (kind == ROUTE_HEALTHZ || kind == ROUTE_STATS || kind == ROUTE_METRICS)
         return strcmp(http_method, "GET") == 0 || strcmp(http_method, "HEAD") == 0;
     if (kind == ROUTE_SESSION)
         return strcmp(http_method, "DELETE") == 0;
@@ -147,6 +152,9 @@ static void dispatch(const httpd_app *app, const route *rt, const httpd_request 
         break;
     case ROUTE_STATS:
         handle_stats(app, r);
+        break;
+    case ROUTE_METRICS:
+        handle_metrics(app, r);
         break;
     case ROUTE_CALL:
         handle_call(app, rt->method, rq->body, rq->len, rq->timeout_ms, r);

@@ -6,6 +6,8 @@
  */
 #include "stats.h"
 
+#include <stdlib.h>
+
 static void stats_counters(jbuf *b, const pypool_stats *st)
 {
     json_field_u64(b, "size", st->size);
@@ -60,6 +62,21 @@ void handle_stats(const httpd_app *app, reply *r)
     stats_slots(&doc, &st);
     json_end_object(&doc);
     reply_json(r, 200, &doc);
+}
+
+void handle_metrics(const httpd_app *app, reply *r)
+{
+    pypool_stats st;
+    pypool_stats_get(app->pool, &st);
+    int need = pypool_stats_format(&st, PYPOOL_FORMAT_PROMETHEUS, "httpd", NULL, 0);
+    char *text = need > 0 ? malloc((size_t)need + 1) : NULL;
+    if (!text) {
+        reply_error(r, 500, "internal error", "cannot format the metrics");
+        return;
+    }
+    pypool_stats_format(&st, PYPOOL_FORMAT_PROMETHEUS, "httpd", text, (size_t)need + 1);
+    reply_bytes(r, 200, text, (size_t)need, "text/plain; version=0.0.4; charset=utf-8");
+    free(text);
 }
 
 void handle_healthz(const httpd_app *app, reply *r)

@@ -1,5 +1,5 @@
 /*
- * stats.h - GET /stats and GET /healthz.
+ * stats.h - GET /stats, GET /metrics and GET /healthz.
  */
 #ifndef HTTPD_STATS_H
 #define HTTPD_STATS_H
@@ -9,5 +9,7 @@
 
 void handle_stats(const httpd_app *app, reply *r);
 void handle_healthz(const httpd_app *app, reply *r);
+/* The pool's stats in the Prometheus text format, labelled pool="httpd". */
+void handle_metrics(const httpd_app *app, reply *r);
 
 #endif

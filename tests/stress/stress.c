@@ -692,6 +692,29 @@ static void resume_all(void)
     pthread_mutex_unlock(&pause_mu);
 }
 
+/*
+ * With every client parked (no call in flight, nothing checked out), the pool's counters must
+ * match what the clients saw, exactly: every call that got a reply (ok or remote error) is in
+ * calls_total and in the call latency histogram, once.
+ */
+static void check_counts_exact(const pypool_stats *st)
+{
+    uint64_t replies = 0;
+    for (int k = 0; k < OP_KINDS; k++)
+        if (k != OP_CHECKOUT)
+            replies += (uint64_t)atomic_load(&outcomes[k][0]) +
+                       (uint64_t)atomic_load(&outcomes[k][-PYPOOL_EREMOTE]);
+    if (st->calls != replies)
+        fail("stats: calls %" PRIu64 ", but the clients got %" PRIu64 " replies", st->calls,
+             replies);
+    if (st->call_us.count != st->calls)
+        fail("stats: the call histogram counts %" PRIu64 " calls, calls_total %" PRIu64,
+             st->call_us.count, st->calls);
+    fprintf(stderr, "stress: counters exact: %" PRIu64 " replies, call p50 %.0f us p99 %.0f us\n",
+            replies, pypool_histogram_percentile(&st->call_us, 0.5),
+            pypool_histogram_percentile(&st->call_us, 0.99));
+}
+
 /* After chaos stops, every slot must hold a live worker again within RECOVERY_MS. */
 static void check_recovery(int64_t chaos_stopped_ms)
 {
@@ -710,6 +733,7 @@ static void check_recovery(int64_t chaos_stopped_ms)
         if (live == st.size) {
             fprintf(stderr, "stress: pool back to full size %u, %" PRId64 " ms after chaos\n",
                     st.size, took);
+            check_counts_exact(&st);
             return;
         }
         if (took > RECOVERY_MS) {

@@ -1,0 +1,16 @@
+/* latency.h - the pool's wait/call latency histograms (see latency.c). */
+#ifndef PYPOOL_LATENCY_H
+#define PYPOOL_LATENCY_H
+
+#include "pool.h"
+
+int pypool__latency_init(pypool *p);
+void pypool__latency_free(pypool *p);
+/* A call (or checkout) that started at since_ns now holds slot: its wait ends. */
+void pypool__latency_wait(pypool *p, unsigned slot, int64_t since_ns);
+/* A request sent at since_ns to slot's worker got its reply now. */
+void pypool__latency_call(pypool *p, unsigned slot, int64_t since_ns);
+/* Adds every stripe into the two public histograms. */
+void pypool__latency_merge(const pypool *p, pypool_histogram *wait, pypool_histogram *call);
+
+#endif
