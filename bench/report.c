@@ -1,6 +1,6 @@
 /*
  * report.c - the human-readable output: one table per scenario with every contender side by
- * side and pypool's ratio to the floor and to the peer, then the targets of issue 6 as
+ * side and pypool's ratio to the floor and to the peer, then the performance targets as
  * PASS/MISS lines (evaluated here, also written to the JSON).
  */
 #include <math.h>

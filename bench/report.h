@@ -1,5 +1,5 @@
 /*
- * report.h - the targets of issue 6, evaluated from the run's figures (targets.c), shared by
+ * report.h - the performance targets, evaluated from the run's figures (targets.c), shared by
  * the table printer and the JSON writer.
  */
 #ifndef PYPOOL_BENCH_REPORT_H

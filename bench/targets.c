@@ -1,5 +1,5 @@
 /*
- * targets.c - the performance targets of issue 6 as ratios of figures measured in this run:
+ * targets.c - the performance targets as ratios of figures measured in this run:
  *   no-op 16 B p50                  <= 1.10 x floor
  *   2-worker throughput             >= 0.90 x floor, >= 8 x ProcessPoolExecutor
  *   64 KiB p50                      <= 1.15 x floor

@@ -25,26 +25,8 @@
 #include "clock.h"
 #include "error.h"
 #include "latency.h"
+#include "log.h"
 #include "sync.h"
-
-void pypool__slot_kill(pypool *p, pypool__slot *s)
-{
-    pypool__lock(&p->mu);
-    if (s->child.pid > 0 && !s->reaped) {
-        s->killed = true;
-        pypool__signal_group(s->child.pid, SIGKILL);
-    }
-    pypool__unlock(&p->mu);
-}
-
-void pypool__slot_abort_call_locked(pypool__slot *s, int err)
-{
-    if (atomic_load(&s->call_abort) != 0)
-        return;
-    atomic_store(&s->call_abort, err);
-    s->call_deadline_ns = 0;
-    pypool__child_poke(&s->child);
-}
 
 static int fail(pypool_result *out, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,11 +1,11 @@
-/* call.h - request/reply on a checked-out slot (see call.c). */
+/* call.h - layer 2, client side: request/reply on a checked-out slot (see call.c). */
 #ifndef PYPOOL_CALL_H
 #define PYPOOL_CALL_H
 
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "pool.h"
+#include "slots.h"
 
 /* Internal: the request never reached the worker (EPIPE before any byte); safe to retry. */
 #define PYPOOL__ENOTSENT (-100)
@@ -17,5 +17,12 @@
  * nobody asked for. Such a worker must not be given a request.
  */
 bool pypool__slot_channel_dirty(const pypool__slot *s);
+
+/* One request/reply on a checked-out slot. *reason tells checkin how the slot ended up. */
+int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
+                      const void *payload, size_t len, int64_t deadline_ns, pypool_result *out,
+                      int *reason);
+/* Sends SessionClose on a checked-out slot. */
+int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 
 #endif

@@ -1,141 +1,25 @@
 /*
- * checkout.c - handing workers to threads: the idle stack, the FIFO waiter queue and checkin.
+ * checkout.c - layer 2, client side: a thread waiting for a worker (FIFO, with a deadline) and
+ * giving it back (checkin). The queue, the idle stack and the hand-over itself are the slot
+ * core's (slots.c).
  *
  * Design notes:
- * - Everything here runs with the pool mutex held (see pool.h), except the waits themselves.
- * - No barging: a worker released while threads wait goes straight to the longest waiter that
- *   accepts it (a thread waiting for any worker, or for that slot: a session's). The worker
- *   is never pushed on the idle stack in between, so a newly arriving thread cannot take it.
- *   Invariant: the idle stack is empty whenever a thread waits for "any" worker. * - The idle stack
- * is LIFO so the most recently used worker (warm caches) serves next, except that a thread first
- * gets back the worker it used last if that one is idle: stable thread/worker pairs keep both
- * sides' caches and wake-ups on the same CPUs (measured: the 2-thread, 2-worker throughput
- * otherwise trails dedicated pairs). The hint is per thread and only compared, never dereferenced,
- * so a stale one is harmless. * - A release hands the slot over completely under the mutex (holder,
- * deadline watch) and wakes exactly the thread it serves through that waiter's own futex word
- * (sync.h); the woken thread returns without touching the mutex, so a hand-off costs one wake-up,
- * not a pile-up of threads fighting for the lock.
+ * - The waits run without the pool mutex; everything else here holds it.
+ * - The idle stack is LIFO so the most recently used worker (warm caches) serves next, except
+ *   that a thread first gets back the worker it used last if that one is idle: stable
+ *   thread/worker pairs keep both sides' caches and wake-ups on the same CPUs (measured: the
+ *   2-thread, 2-worker throughput otherwise trails dedicated pairs). The hint is per thread and
+ *   only compared, never dereferenced, so a stale one is harmless.
  */
+#include "checkout.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "error.h"
-#include "pool.h"
 #include "state.h"
 #include "sync.h"
-
-static void waiter_append(pypool *p, pypool__waiter *w)
-{
-    w->next = NULL;
-    w->prev = p->wait_tail;
-    if (p->wait_tail)
-        p->wait_tail->next = w;
-    else
-        p->wait_head = w;
-    p->wait_tail = w;
-    p->nwaiters++;
-}
-
-static void waiter_unlink(pypool *p, pypool__waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        p->wait_head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        p->wait_tail = w->prev;
-    w->next = w->prev = NULL;
-    p->nwaiters--;
-}
-
-void pypool__idle_remove_locked(pypool *p, pypool__slot *s)
-{
-    for (unsigned i = 0; i < p->nidle; i++) {
-        if (p->idle[i] == s->index) {
-            memmove(&p->idle[i], &p->idle[i + 1], (p->nidle - i - 1) * sizeof p->idle[0]);
-            p->nidle--;
-            return;
-        }
-    }
-}
-
-/* With mu held: the slot becomes `thread`'s, with a call deadline for the reaper to watch. */
-static void mark_taken(pypool *p, pypool__slot *s, pthread_t thread, int64_t call_deadline_ns)
-{
-    pypool__transition(s, PYPOOL__EV_CHECKOUT);
-    p->busy++;
-    s->busy_since_ns = pypool__now_ns();
-    s->leak_warned = false;
-    s->holder = thread;
-    atomic_store(&s->call_abort, 0);
-    pypool__watch_deadline_locked(p, s, call_deadline_ns);
-}
-
-/* With mu held: tells a waiter its fate; it leaves without taking mu again. */
-static void decide(pypool__waiter *w, int granted, int err)
-{
-    w->granted = granted;
-    w->err = err;
-    pypool__wake_post(&w->decided);
-}
-
-void pypool__slot_release_locked(pypool *p, pypool__slot *s)
-{
-    for (pypool__waiter *w = p->wait_head; w; w = w->next) {
-        if (w->want < 0 || w->want == (int)s->index) {
-            waiter_unlink(p, w);
-            mark_taken(p, s, w->thread, w->call_deadline_ns);
-            decide(w, (int)s->index, 0);
-            return;
-        }
-    }
-    s->idle_since_ns = pypool__now_ns();
-    p->idle[p->nidle++] = s->index;
-    if (p->cfg.idle_ping_ms > 0) /* the reaper may be asleep until a later deadline */
-        pypool__reaper_due_locked(p, s->idle_since_ns + p->cfg.idle_ping_ms * PYPOOL__MS);
-    pypool__cond_broadcast(&p->state_cv);
-}
-
-void pypool__fail_waiters_locked(pypool *p, int slot, int err)
-{
-    pypool__waiter *w = p->wait_head;
-    while (w) {
-        pypool__waiter *next = w->next;
-        if (slot < 0 || w->want == slot) {
-            waiter_unlink(p, w);
-            decide(w, -1, err);
-        }
-        w = next;
-    }
-}
-
-void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason)
-{
-    if (s->state == PYPOOL_SLOT_IDLE)
-        pypool__idle_remove_locked(p, s);
-    s->break_reason = reason;
-    pypool__transition(s, PYPOOL__EV_BREAK);
-    /* Threads waiting for this very worker (a session's) cannot be served by its replacement:
-     * they learn it now instead of waiting out the restart. */
-    pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
-    pypool__reaper_wake_locked(p);
-}
-
-bool pypool__unservable_locked(const pypool *p)
-{
-    bool failed = false;
-    for (unsigned i = 0; i < p->cfg.size; i++) {
-        int st = p->slots[i].state;
-        if (st == PYPOOL_SLOT_FAILED)
-            failed = true;
-        else if (st != PYPOOL_SLOT_EMPTY && st != PYPOOL_SLOT_STOPPED)
-            return false;
-    }
-    return failed;
-}
 
 /* Lazy pools: ask the reaper for as many new workers as there are threads waiting for one. */
 static bool request_starts_locked(pypool *p)
@@ -184,7 +68,7 @@ static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline
         s = &p->slots[p->idle[--p->nidle]];
     }
     if (s)
-        mark_taken(p, s, pthread_self(), call_deadline_ns);
+        pypool__slot_take_locked(p, s, pthread_self(), call_deadline_ns);
     return s;
 }
 
@@ -200,15 +84,15 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
                         .thread = pthread_self(),
                         .call_deadline_ns = call_deadline_ns};
     atomic_init(&w.decided, 0);
-    waiter_append(p, &w);
+    pypool__waiter_append_locked(p, &w);
     if (want < 0 && p->cfg.lazy && request_starts_locked(p))
-        pypool__reaper_wake_locked(p);
+        pypool__kick_locked(p);
     pypool__unlock(&p->mu);
     if (!pypool__wake_wait_until(&w.decided, deadline_ns)) {
         pypool__lock(&p->mu);
         bool decided = atomic_load(&w.decided) != 0; /* a release may have just won the race */
         if (!decided) {
-            waiter_unlink(p, &w);
+            pypool__waiter_unlink_locked(p, &w);
             p->counters.timeouts++;
         }
         pypool__unlock(&p->mu);
@@ -218,20 +102,6 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
     if (w.granted >= 0)
         *out = &p->slots[w.granted];
     return w.granted >= 0 ? 0 : w.err;
-}
-
-void pypool__reaper_due_locked(pypool *p, int64_t at_ns)
-{
-    if (at_ns > 0 && (p->reaper_wake_at_ns < 0 || at_ns < p->reaper_wake_at_ns)) {
-        p->reaper_wake_at_ns = at_ns; /* one wake-up is enough until it recomputes */
-        pypool__reaper_wake_locked(p);
-    }
-}
-
-void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns)
-{
-    s->call_deadline_ns = call_deadline_ns;
-    pypool__reaper_due_locked(p, call_deadline_ns);
 }
 
 /* With mu held: what a failed checkout reports besides its code. */

@@ -10,9 +10,13 @@
 #include <string.h>
 
 #include "call.h"
+#include "checkout.h"
 #include "clock.h"
 #include "error.h"
 #include "latency.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "session.h"
 #include "sync.h"
 
 /* The one wording of PYPOOL_ESESSION, wherever it is decided. */

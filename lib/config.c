@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "pool.h"
+#include "config.h"
 
 #ifndef PYPOOL_DEFAULT_PYTHON
 #define PYPOOL_DEFAULT_PYTHON "python3"

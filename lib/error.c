@@ -71,3 +71,11 @@ char *pypool__strdup_printf(const char *fmt, ...)
     va_end(ap);
     return n < 0 ? NULL : s;
 }
+
+#ifdef PYPOOL_DEBUG
+_Noreturn void pypool__assert_failed(const char *cond, const char *file, int line)
+{
+    fprintf(stderr, "pypool: %s:%d: invariant broken: %s\n", file, line, cond);
+    abort();
+}
+#endif

@@ -1,16 +1,16 @@
 /*
- * frame.c - length-prefixed frame reader and writer (see frame.h).
+ * frame.c - layer 0: the length-prefixed frame reader and writer (see frame.h).
  *
- * Design notes: * - The reader keeps one buffer per channel. Small frames share a 64 KiB buffer; a
- * large frame grows it to exactly header + length (checked against max_frame *before* allocating).
- * The large buffer is kept while large frames keep coming (page-faulting 16 MiB afresh per call
- *   costs more than the copy itself) and given back after READER_SHRINK_AFTER small frames in
- *   a row, so a worker that once saw a 50 MiB payload does not pin it forever.
- * - Writes go to an O_NONBLOCK pipe so a worker that stops reading cannot block the caller
- *   past its deadline. The pool's own writes use frame_write_held: the pool keeps a read end
- *   of every request pipe, so EPIPE (and SIGPIPE) cannot happen. The generic frame_write
- *   blocks SIGPIPE in the writing thread only, for the duration of the write, and consumes a
- *   SIGPIPE its write raised: the process-wide disposition is never touched.
+ * Design notes:
+ * - The reader keeps one buffer per channel. Small frames share a 64 KiB buffer; a large frame
+ *   grows it to exactly header + length (checked against max_frame *before* allocating). The
+ *   large buffer is kept while large frames keep coming (page-faulting 16 MiB afresh per call
+ *   costs more than the copy itself) and given back after READER_SHRINK_AFTER small frames in a
+ *   row, so a worker that once saw a 50 MiB payload does not pin it forever.
+ * - Writes go to an O_NONBLOCK pipe so a worker that stops reading cannot block the caller past
+ *   its deadline. The pool keeps a read end of every request pipe, so its writes can never fail
+ *   with EPIPE or raise SIGPIPE, and no signal mask is touched.
+ * - Callers wait for readability themselves (the client's blocking read, the reaper's poll).
  */
 #define _GNU_SOURCE
 #include "frame.h"
@@ -154,27 +154,6 @@ int pypool__reader_feed(pypool__reader *r, const void *data, size_t len)
     return 0;
 }
 
-int pypool__frame_read(pypool__reader *r, int64_t deadline_ns, const uint8_t **body, uint32_t *len)
-{
-    for (;;) {
-        int rc = pypool__reader_next(r, body, len);
-        if (rc != 0)
-            return rc;
-        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
-        int timeout = pypool__poll_timeout_ms(deadline_ns);
-        int ready = poll(&pfd, 1, timeout);
-        if (ready < 0 && errno != EINTR)
-            return PYPOOL_ESYS;
-        if (ready == 0 && pypool__poll_timeout_ms(deadline_ns) == 0)
-            return PYPOOL_ETIMEDOUT;
-        if (ready > 0) {
-            rc = pypool__reader_fill(r);
-            if (rc < 0)
-                return rc;
-        }
-    }
-}
-
 /* Advances iov past n written bytes. */
 static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
 {
@@ -187,17 +166,6 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
         (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + n;
         (*iov)->iov_len -= n;
     }
-}
-
-/* Consumes a SIGPIPE that our own write made pending in this thread. */
-static void consume_sigpipe(void)
-{
-    sigset_t pipe_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-        ;
 }
 
 /* Waits until fd is writable; data or a hangup on hup_fd (if >= 0) ends the wait early. */
@@ -243,18 +211,4 @@ int pypool__frame_write_held(int fd, int hup_fd, struct iovec *iov, int iovcnt, 
 {
     size_t ignored = 0;
     return write_loop(fd, hup_fd, iov, iovcnt, deadline_ns, written ? written : &ignored);
-}
-
-int pypool__frame_write(int fd, struct iovec *iov, int iovcnt, int64_t deadline_ns, size_t *written)
-{
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    size_t ignored = 0;
-    int rc = write_loop(fd, -1, iov, iovcnt, deadline_ns, written ? written : &ignored);
-    if (rc == PYPOOL_EWORKER)
-        consume_sigpipe();
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return rc;
 }

@@ -48,24 +48,11 @@ int pypool__reader_fill(pypool__reader *r);
 int pypool__reader_feed(pypool__reader *r, const void *data, size_t len);
 
 /*
- * Blocks until a whole frame arrived or the deadline (monotonic ns, < 0 none) passed.
- * Returns 1 with the frame, PYPOOL_ETIMEDOUT (not sticky), or the sticky error.
- */
-int pypool__frame_read(pypool__reader *r, int64_t deadline_ns, const uint8_t **body, uint32_t *len);
-
-/*
  * Writes the iovecs (the first must start with the 4-byte header) completely before the
- * deadline. fd must be O_NONBLOCK. Never raises SIGPIPE in the host: SIGPIPE is blocked in the
- * calling thread for the write and a SIGPIPE it raised is consumed. Returns 0,
- * PYPOOL_ETIMEDOUT (frame partially written: the channel is unusable), PYPOOL_EWORKER (the
- * reader is gone: EPIPE), or PYPOOL_ESYS. *written (may be NULL) reports the bytes sent.
- */
-int pypool__frame_write(int fd, struct iovec *iov, int iovcnt, int64_t deadline_ns,
-                        size_t *written);
-
-/*
- * The same, for a pipe of which the caller holds a read end itself (proc.c): no write can
- * fail with EPIPE, so no signal mask is touched (two system calls fewer per call). While the
+ * deadline, to an O_NONBLOCK pipe of which the caller holds a read end itself (proc.c): no
+ * write can fail with EPIPE, so no signal mask is touched (two system calls fewer per call).
+ * Returns 0, PYPOOL_ETIMEDOUT (frame partially written: the channel is unusable),
+ * PYPOOL_EWORKER, or PYPOOL_ESYS; *written (may be NULL) reports the bytes sent. While the
  * pipe is full, hup_fd (the worker's reply pipe) is watched: anything arriving there (the
  * reaper's wake-up poke, or a worker talking out of turn) ends the write with PYPOOL_EWORKER.
  */

@@ -2,7 +2,7 @@
 #ifndef PYPOOL_LATENCY_H
 #define PYPOOL_LATENCY_H
 
-#include "pool.h"
+#include "slots.h"
 
 int pypool__latency_init(pypool *p);
 void pypool__latency_free(pypool *p);

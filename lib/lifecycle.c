@@ -16,7 +16,13 @@
 #include "clock.h"
 #include "error.h"
 #include "latency.h"
-#include "pool.h"
+#include "checkout.h"
+#include "config.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "reaper.h"
+#include "session.h"
+#include "slots.h"
 #include "state.h"
 #include "sync.h"
 
@@ -52,6 +58,11 @@ static void pool_free(pypool *p)
     free(p->slots);
     free(p->idle);
     free(p->dying);
+    free(p->due);
+    free(p->event_pid);
+    free(p->event_reason);
+    free(p->ping);
+    free(p->leak);
     free(p->last_spawn_error);
     pypool__latency_free(p);
     pypool__cond_destroy(&p->state_cv);
@@ -65,28 +76,6 @@ void pypool__leave(pypool *p)
      * can reach zero only once, with the closed bit set. */
     if (atomic_fetch_sub(&p->refs, 1) == (PYPOOL__REFS_CLOSED | 1u))
         pool_free(p);
-}
-
-void pypool__slot_close_locked(pypool *p, pypool__slot *s)
-{
-    (void)p;
-    pypool__child_close_fds(&s->child);
-    pypool__reader_free(&s->reader);
-    pypool__transition(s, PYPOOL__EV_STOP);
-}
-
-/* Recycle threshold for a new worker: max_calls_per_worker +-10%, so workers do not all
- * retire at once. */
-uint64_t pypool__call_limit(pypool *p)
-{
-    uint64_t n = p->cfg.max_calls_per_worker;
-    if (n == 0)
-        return 0;
-    uint64_t spread = n / 10;
-    if (spread == 0)
-        return n;
-    uint64_t r = pypool__rand(&p->rng) % (2 * spread + 1);
-    return n - spread + r;
 }
 
 static int pool_alloc(const pypool_config *cfg, pypool **out)
@@ -105,18 +94,24 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
         return rc;
     p->rng = (uint64_t)pypool__now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)p;
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    p->slots = calloc(cfg->size, sizeof *p->slots);
-    p->idle = calloc(cfg->size, sizeof *p->idle);
-    if (p->wake_fd < 0 || !p->slots || !p->idle || pypool__latency_init(p) != 0)
+    p->slots = calloc(p->cfg.size, sizeof *p->slots);
+    p->idle = calloc(p->cfg.size, sizeof *p->idle);
+    p->due = calloc(p->cfg.size, sizeof *p->due);
+    p->event_pid = calloc(p->cfg.size, sizeof *p->event_pid);
+    p->event_reason = calloc(p->cfg.size, sizeof *p->event_reason);
+    p->ping = calloc(p->cfg.size, sizeof *p->ping);
+    p->leak = calloc(p->cfg.size, sizeof *p->leak);
+    bool lists = p->due && p->event_pid && p->event_reason && p->ping && p->leak;
+    if (p->wake_fd < 0 || !p->slots || !p->idle || !lists || pypool__latency_init(p) != 0)
         return pypool__set_error(PYPOOL_ENOMEM, "cannot allocate the pool");
-    for (unsigned i = 0; i < cfg->size; i++) {
+    for (unsigned i = 0; i < p->cfg.size; i++) {
         pypool__slot *s = &p->slots[i];
         s->index = i;
         s->state = PYPOOL_SLOT_EMPTY;
         pypool__child_clear(&s->child);
-        pypool__reader_init(&s->reader, -1, cfg->max_frame_bytes);
+        pypool__reader_init(&s->reader, -1, p->cfg.max_frame_bytes);
         pypool__logbuf_init(&s->log);
-        s->backoff_ms = cfg->restart_backoff_min_ms;
+        s->backoff_ms = p->cfg.restart_backoff_min_ms;
     }
     return 0;
 }
@@ -218,7 +213,7 @@ int pypool_warm(pypool *p, int64_t timeout_ms)
         pypool__lock(&p->mu);
         uint64_t fail_seq = p->start_fail_seq;
         request_all_starts_locked(p);
-        pypool__reaper_wake_locked(p);
+        pypool__kick_locked(p);
         rc = wait_ready_locked(p, deadline, fail_seq);
         pypool__unlock(&p->mu);
         pypool__leave(p);
@@ -243,7 +238,7 @@ void pypool_destroy(pypool *p)
     p->shutdown_started_ns = pypool__now_ns();
     pypool__fail_waiters_locked(p, -1, PYPOOL_ESHUTDOWN);
     pypool__cond_broadcast(&p->state_cv);
-    pypool__reaper_wake_locked(p);
+    pypool__kick_locked(p);
     pypool__unlock(&p->mu);
     if (p->reaper_started)
         pypool__reaper_join(p);

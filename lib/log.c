@@ -7,7 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "pool.h"
+#include "log.h"
 
 void pypool__log(pypool *p, int level, int pid, const char *fmt, ...)
 {

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "reaper.h"
+
 #include "clock.h"
 #include "error.h"
 #include "supervise.h"
@@ -200,15 +202,6 @@ int pypool__reaper_start(pypool *p)
         return pypool__set_error(PYPOOL_ESYS, "cannot start the reaper thread: %s", strerror(rc));
     p->reaper_started = true;
     return 0;
-}
-
-/* Under the mutex, so destroy cannot close wake_fd between our check and the write. EAGAIN
- * means the counter is already non-zero: the reaper is awake anyway. */
-void pypool__reaper_wake_locked(pypool *p)
-{
-    uint64_t one = 1;
-    if (p->wake_fd >= 0 && !p->reaper_done)
-        (void)!write(p->wake_fd, &one, sizeof one);
 }
 
 void pypool__reaper_join(pypool *p)

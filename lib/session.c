@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
+#include "session.h"
 
 #define SESSION_BUCKETS_MIN 64
 

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "pool.h"
+#include "slots.h"
 
 #define NSTATES (PYPOOL_SLOT_STOPPED + 1)
 #define X       (-1)

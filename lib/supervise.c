@@ -1,14 +1,12 @@
 /*
- * supervise.c - the reaper's actions on slots and children (see supervise.h).
+ * supervise.c - layer 2, reaper side: the handlers of the reaper's events (a worker's Hello,
+ * Pong, output, exit; a broken slot to retire; a slot due to start) and the restart policy
+ * (backoff with jitter, crash loops, recycling thresholds). The poll loop that delivers the
+ * events is reaper.c; clock timeouts are timers.c; children on their way out are dying.c.
  *
  * Design notes:
- * - Runs on the reaper thread only. Slot state changes happen under the pool mutex; spawning,
- *   pipe reads and log callbacks happen with it released.
- * - A child leaves its slot as soon as the slot is done with it (broken, retired, failed to
- *   start): it moves to the dying list with its pidfd and log pipe, where it is signalled on a
- *   schedule and reaped, and the slot can start a replacement at once.
- * - Before reaping a child its whole process group is SIGKILLed: a handler's subprocess dies
- *   with its worker. The group id cannot be reused while the (zombie) leader is unreaped.
+ * - Runs on the reaper thread only. Slot state changes happen under the pool mutex through the
+ *   slot actions (slots.c); spawning, pipe reads and log callbacks happen with it released.
  * - Counters: an exit the pool did not ask for is a crash; a worker that never said Hello is
  *   a failed start; kills for timeouts and pings are counted where they are decided.
  */
@@ -28,154 +26,11 @@
 #include "state.h"
 #include "sync.h"
 
-#define LOG_READ_CHUNK  65536
-#define LOG_READS_ROUND 16 /* per event: a flooding worker cannot starve the others */
-
-/* ---- logging ------------------------------------------------------------------------------ */
-
-typedef struct line_ctx {
-    pypool *p;
-    int pid;
-} line_ctx;
-
-static void emit_output(void *ud, const char *line)
-{
-    line_ctx *c = ud;
-    pypool__log(c->p, PYPOOL_LOG_OUTPUT, c->pid, "%s", line);
-}
-
-/* Reads what the log pipe has (bounded); at EOF flushes and closes it. */
-static void drain_log(pypool *p, int *fd, pypool__logbuf *lb, int pid, bool to_eof)
-{
-    static _Thread_local char buf[LOG_READ_CHUNK];
-    line_ctx ctx = {p, pid};
-    for (int round = 0; *fd >= 0 && (to_eof || round < LOG_READS_ROUND); round++) {
-        ssize_t n = read(*fd, buf, sizeof buf);
-        if (n > 0) {
-            pypool__logbuf_feed(lb, buf, (size_t)n, emit_output, &ctx);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0 || errno != EAGAIN) {
-            pypool__logbuf_flush(lb, emit_output, &ctx);
-            pypool__close_fd(fd);
-        }
-        return;
-    }
-}
+/* ---- output ------------------------------------------------------------------------------- */
 
 void pypool__on_slot_log(pypool *p, pypool__slot *s)
 {
-    drain_log(p, &s->child.log_fd, &s->log, s->child.pid, false);
-}
-
-/* ---- the dying list ---------------------------------------------------------------------- */
-
-bool pypool__dying_reserve(pypool *p)
-{
-    /* A round retires at most every slot's child and fails at most every new start. */
-    unsigned need = p->ndying + 2 * p->cfg.size;
-    if (need <= p->dying_cap)
-        return true;
-    pypool__dying *d = realloc(p->dying, need * sizeof *d);
-    if (!d)
-        return false;
-    p->dying = d;
-    p->dying_cap = need;
-    return true;
-}
-
-/* Room was reserved before the round (pypool__dying_reserve): this never allocates, so it can
- * run under the mutex. */
-static pypool__dying *dying_push(pypool *p)
-{
-    return p->ndying < p->dying_cap ? &p->dying[p->ndying++] : NULL;
-}
-
-static void dying_remove(pypool *p, unsigned i)
-{
-    p->dying[i] = p->dying[--p->ndying];
-}
-
-/* Sends Shutdown (best effort, never blocks: the pipe is O_NONBLOCK) before closing requests. */
-static void send_shutdown(pypool__slot *s)
-{
-    if (s->child.req_fd < 0 || pypool__encode_shutdown(&s->wbuf) != 0)
-        return;
-    struct iovec iov = {s->wbuf.data, s->wbuf.len};
-    (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, NULL);
-}
-
-/*
- * With mu held: takes the child out of the slot. Reaped children just lose their fds; live
- * ones go to the dying list, to be signalled on schedule (term_at, then kill) and reaped.
- */
-static void release_child_locked(pypool *p, pypool__slot *s, int reason, int64_t term_at)
-{
-    if (reason == PYPOOL__BREAK_RETIRE || reason == PYPOOL__BREAK_SHUTDOWN)
-        send_shutdown(s);
-    pypool__close_fd(&s->child.req_fd);
-    pypool__close_fd(&s->child.resp_fd);
-    pypool__reader_free(&s->reader);
-    pypool__reader_init(&s->reader, -1, p->cfg.max_frame_bytes);
-    pypool__dying *d = s->reaped ? NULL : dying_push(p);
-    if (d) {
-        *d = (pypool__dying){.pid = s->child.pid,
-                             .pidfd = s->child.pidfd,
-                             .log_fd = s->child.log_fd,
-                             .reason = reason,
-                             .count_crash = reason == PYPOOL__BREAK_CRASH && !s->killed,
-                             .term_at_ns = term_at,
-                             .kill_at_ns = term_at + PYPOOL__TERM_TO_KILL_MS * PYPOOL__MS};
-        d->log = s->log;
-        s->child.pidfd = s->child.log_fd = -1;
-    } else if (!s->reaped) {
-        /* Cannot happen (room is reserved before every round); should it, the child is killed
-         * and never waited for under the mutex: a zombie is better than a stalled pool. */
-        pypool__signal_group(s->child.pid, SIGKILL);
-    }
-    pypool__child_close_fds(&s->child);
-    pypool__child_clear(&s->child);
-    pypool__logbuf_init(&s->log);
-    s->reaped = false;
-    s->killed = false;
-    s->sessions = 0;
-    s->calls = s->served = 0;
-}
-
-static void account_exit_locked(pypool *p, int status)
-{
-    p->counters.crashes++;
-    if (WIFSIGNALED(status))
-        p->counters.crashes_signal++;
-    else
-        p->counters.crashes_exit++;
-}
-
-void pypool__on_dying_event(pypool *p, unsigned i)
-{
-    pypool__dying *d = &p->dying[i];
-    drain_log(p, &d->log_fd, &d->log, d->pid, false);
-    if (!pypool__has_exited(d->pid))
-        return; /* output, or a clock tick: a retiring worker may still be finishing */
-    pypool__signal_group(d->pid, SIGKILL); /* its subprocesses, while the pgid is still held */
-    int status = 0;
-    int r = pypool__try_reap(d->pid, &status);
-    if (r == 0)
-        return;
-    drain_log(p, &d->log_fd, &d->log, d->pid, true);
-    if (d->count_crash) {
-        pypool__lock(&p->mu);
-        account_exit_locked(p, status);
-        pypool__unlock(&p->mu);
-    }
-    char how[128];
-    pypool__describe_status(status, how, sizeof how);
-    pypool__log(p, PYPOOL_LOG_INFO, d->pid, "worker %s", how);
-    pypool__close_fd(&d->pidfd);
-    pypool__close_fd(&d->log_fd);
-    dying_remove(p, i);
+    pypool__drain_log(p, &s->child.log_fd, &s->log, s->child.pid, false);
 }
 
 /* ---- starting ---------------------------------------------------------------------------- */
@@ -204,7 +59,7 @@ static void start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
     if (s->child.pid > 0) {
         if (!s->reaped)
             pypool__signal_group(s->child.pid, SIGKILL);
-        release_child_locked(p, s, PYPOOL__BREAK_CRASH, pypool__now_ns());
+        pypool__release_child_locked(p, s, PYPOOL__BREAK_CRASH, pypool__now_ns());
     }
     if (s->start_failures >= p->cfg.crash_loop_starts) {
         pypool__transition(s, PYPOOL__EV_CRASH_LOOP);
@@ -232,7 +87,7 @@ void pypool__slot_start_abort_locked(pypool *p, pypool__slot *s)
         s->killed = true;
         if (!s->reaped)
             pypool__signal_group(s->child.pid, SIGKILL);
-        release_child_locked(p, s, PYPOOL__BREAK_SHUTDOWN, pypool__now_ns());
+        pypool__release_child_locked(p, s, PYPOOL__BREAK_SHUTDOWN, pypool__now_ns());
     }
     pypool__transition(s, PYPOOL__EV_STOP);
 }
@@ -264,6 +119,20 @@ static unsigned collect_due_locked(pypool *p, unsigned *due)
     return n;
 }
 
+/* Recycle threshold for a new worker: max_calls_per_worker +-10%, so workers do not all
+ * retire at once. */
+static uint64_t call_limit(pypool *p)
+{
+    uint64_t n = p->cfg.max_calls_per_worker;
+    if (n == 0)
+        return 0;
+    uint64_t spread = n / 10;
+    if (spread == 0)
+        return n;
+    uint64_t r = pypool__rand(&p->rng) % (2 * spread + 1);
+    return n - spread + r;
+}
+
 static void install_child_locked(pypool *p, pypool__slot *s, const pypool__child *c)
 {
     s->child = *c;
@@ -275,12 +144,12 @@ static void install_child_locked(pypool *p, pypool__slot *s, const pypool__child
     }
     pypool__reader_free(&s->reader);
     pypool__reader_init(&s->reader, c->resp_fd, p->cfg.max_frame_bytes);
-    s->call_limit = pypool__call_limit(p);
+    s->call_limit = call_limit(p);
 }
 
 void pypool__start_due(pypool *p)
 {
-    unsigned due[p->cfg.size];
+    unsigned *due = p->due;
     pypool__lock(&p->mu);
     unsigned n = collect_due_locked(p, due);
     pypool__unlock(&p->mu);
@@ -433,9 +302,9 @@ static void schedule_crash_restart_locked(pypool *p, pypool__slot *s, int64_t no
 static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
 {
     s->reaped = true;
-    s->exit_status =
-        status; /* Not a crash: we killed it, the pool is stopping, it was being retired on purpose,
-                 * or it never started (a failed start is counted as such). */
+    s->exit_status = status;
+    /* Not a crash: we killed it, the pool is stopping, it was being retired on purpose, or it
+     * never started (a failed start is counted as such). */
     bool expected = s->killed || p->shutting_down || s->state == PYPOOL_SLOT_STARTING ||
                     (s->state == PYPOOL_SLOT_BROKEN && s->break_reason != PYPOOL__BREAK_CRASH);
     if (s->state == PYPOOL_SLOT_STARTING) {
@@ -446,7 +315,7 @@ static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
     if (s->state == PYPOOL_SLOT_BUSY)
         pypool__slot_abort_call_locked(s, PYPOOL_EWORKER); /* wakes the holder's read */
     if (!expected)
-        account_exit_locked(p, status);
+        pypool__count_crash_locked(p, status);
     pypool__cond_broadcast(&p->state_cv);
 }
 
@@ -459,7 +328,7 @@ void pypool__on_slot_exit(pypool *p, pypool__slot *s)
     if (!live || !pypool__has_exited(pid))
         return; /* a clock tick (no pidfd) on a worker that is still running */
     /* All the child wrote is in the pipe now: read it before reporting (stderr tail). */
-    drain_log(p, &s->child.log_fd, &s->log, pid, false);
+    pypool__drain_log(p, &s->child.log_fd, &s->log, pid, false);
     pypool__lock(&p->mu);
     pypool__signal_group(pid, SIGKILL);
     int status = 0;
@@ -482,8 +351,9 @@ void pypool__poll_exits(pypool *p)
         pypool__slot *s = &p->slots[i];
         if (s->child.pid > 0 && s->child.pidfd < 0)
             pypool__on_slot_exit(p, s);
-    } /* All dying children, not only those without a pidfd: this also runs when the poll set
-       * could not hold every fd (out of memory); a WNOHANG on a live child costs little. */
+    }
+    /* All dying children, not only those without a pidfd: this also runs when the poll set
+     * could not hold every fd (out of memory); a WNOHANG on a live child costs little. */
     for (unsigned i = p->ndying; i-- > 0;)
         pypool__on_dying_event(p, i);
 }
@@ -507,7 +377,7 @@ static void log_break(pypool *p, int pid, int reason)
 
 void pypool__retire_broken(pypool *p)
 {
-    int pids[p->cfg.size], reasons[p->cfg.size];
+    int *pids = p->event_pid, *reasons = p->event_reason;
     unsigned n = 0;
     pypool__lock(&p->mu);
     int64_t now = pypool__now_ns();
@@ -525,7 +395,7 @@ void pypool__retire_broken(pypool *p)
             term_at = p->shutdown_started_ns + p->cfg.shutdown_grace_ms * PYPOOL__MS;
         if (reason == PYPOOL__BREAK_RETIRE)
             p->counters.recycles++;
-        release_child_locked(p, s, reason, term_at);
+        pypool__release_child_locked(p, s, reason, term_at);
         if (p->shutting_down) {
             pypool__transition(s, PYPOOL__EV_STOP);
             continue;

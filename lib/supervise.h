@@ -6,7 +6,8 @@
 #ifndef PYPOOL_SUPERVISE_H
 #define PYPOOL_SUPERVISE_H
 
-#include "pool.h"
+#include "log.h"
+#include "slots.h"
 
 #define PYPOOL__BACKOFF_RESET_MS 10000 /* a worker up this long resets its slot's backoff */
 #define PYPOOL__RETIRE_GRACE_MS  2000  /* a retired worker gets this long to exit on its own */
@@ -17,6 +18,13 @@ void pypool__start_due(pypool *p);
 /* Moves the children of BROKEN slots to the dying list and schedules their restart. */
 void pypool__retire_broken(pypool *p);
 
+/* dying.c: the dying list, and reading log pipes. */
+/* Reads what a log pipe has (bounded unless to_eof); at EOF flushes and closes it. */
+void pypool__drain_log(pypool *p, int *fd, pypool__logbuf *lb, int pid, bool to_eof);
+/* With mu held: takes the child out of the slot (onto the dying list unless reaped). */
+void pypool__release_child_locked(pypool *p, pypool__slot *s, int reason, int64_t term_at);
+/* With mu held: counts an exit the pool did not ask for. */
+void pypool__count_crash_locked(pypool *p, int status);
 /* Makes room in the dying list for everything one round may retire, so that nothing allocates
  * (or waits) under the mutex; false when out of memory (the round then retires nothing). */
 bool pypool__dying_reserve(pypool *p);

@@ -191,9 +191,8 @@ static int64_t busy_shutdown_timers_locked(pypool *p, int64_t now)
 
 int64_t pypool__run_timers(pypool *p)
 {
-    unsigned ping[p->cfg.size], leak[p->cfg.size];
-    int late[p->cfg.size];
-    timer_events ev = {.ping = ping, .leak = leak, .late_pid = late};
+    /* The lists live in the pool (reaper only); retire_broken is done with event_pid by now. */
+    timer_events ev = {.ping = p->ping, .leak = p->leak, .late_pid = p->event_pid};
     int64_t now = pypool__now_ns();
     int64_t next = PYPOOL__NO_DEADLINE;
     pypool__lock(&p->mu);

@@ -102,7 +102,7 @@ for v in "${variants[@]}"; do
       ;;
     asan)
       run_stage "asan+ubsan: build" configure_and_build "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DPYPOOL_SANITIZE=address,undefined -DPYPOOL_FUZZ=OFF
+        -DPYPOOL_SANITIZE=address,undefined -DPYPOOL_FUZZ=OFF -DPYPOOL_ASSERTIONS=ON
       run_stage "asan+ubsan: tests" run_ctest "$dir"
       ;;
     tsan)

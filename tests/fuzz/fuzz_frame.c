@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "frame.h"
+#include "frameio.h"
 #include "pypool.h"
 
 #define MAX_FRAMES 4096

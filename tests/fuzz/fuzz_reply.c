@@ -35,7 +35,7 @@
 
 #include "call.h"
 #include "clock.h"
-#include "pool.h"
+#include "slots.h"
 #include "sync.h"
 
 #define MAX_FRAME (256u * 1024)

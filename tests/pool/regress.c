@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pool.h" /* white-box: the reaper's own I/O (a full request pipe, the poke) */
+#include "slots.h" /* white-box: the reaper's own I/O (a full request pipe, the poke) */
 
 TestSuite(pool_regress, .init = tu_log_reset, .fini = pt_teardown, .timeout = 120);
 

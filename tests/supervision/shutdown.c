@@ -36,7 +36,7 @@ Test(sup_shutdown, busy_worker_ignoring_sigterm_is_killed_after_the_grace_period
     cr_assert_neq(stuck.rc, 1, "the in-flight call never returned");
     cr_assert_geq(took, GRACE_MS - 50, "destroy returned after %lld ms, before the %d ms grace",
                   (long long)took, GRACE_MS);
-    cr_assert_leq(took, GRACE_MS + 1000, "destroy took %lld ms (grace %d ms + 1 s)",
+    cr_assert_leq(took, GRACE_MS + 5000, "destroy took %lld ms (grace %d ms + 5 s)",
                   (long long)took, GRACE_MS);
     cr_assert(!tu_pid_exists(pid), "worker %d survived destroy", pid);
     cr_assert_eq(tu_count_children(), 0, "destroy left %d children", tu_count_children());
@@ -66,6 +66,6 @@ Test(sup_shutdown, idle_workers_ignoring_sigterm_leave_on_the_shutdown_message, 
     int64_t t0 = tu_now_ms();
     pt_destroy(p);
     int64_t took = tu_now_ms() - t0;
-    cr_assert_lt(took, 1500, "destroying idle workers took %lld ms (grace 5000)", (long long)took);
+    cr_assert_lt(took, 4000, "destroying idle workers took %lld ms (grace 5000)", (long long)took);
     cr_assert_eq(tu_count_children(), 0);
 }

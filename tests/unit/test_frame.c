@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "frame.h"
+#include "frameio.h"
 #include "logbuf.h"
 #include "pypool.h"
 #include "testutil.h"

@@ -1,5 +1,6 @@
 /*
- * pool.h - the pool's internal structures, shared by the files of lib/.
+ * slots.h - the slot core (layer 1): the pool's structures, its mutex, the slot array, the idle
+ * stack, the waiter queue, the kick that wakes the reaper, and the slot actions (slots.c).
  *
  * Design notes (where threads meet):
  *
@@ -20,13 +21,14 @@
  * checkin and the reaper then retires the child.
  *
  * Log pipes and logbufs belong to the reaper alone, in every state.
- * * Lifetime. `refs` (atomic, not under mu: two lock round trips fewer per call) counts the
+ *
+ * Lifetime. `refs` (atomic, not under mu: two lock round trips fewer per call) counts the
  * owner (until pypool_destroy) plus every thread inside a public function plus every
  * explicitly checked-out worker; the last one out frees the pool, so a thread woken by destroy
  * never touches freed memory. Its top bit is set by destroy: from then on nobody can enter.
  */
-#ifndef PYPOOL_POOL_H
-#define PYPOOL_POOL_H
+#ifndef PYPOOL_SLOTS_H
+#define PYPOOL_SLOTS_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -177,84 +179,57 @@ struct pypool {
     unsigned ndying;
     unsigned dying_cap;
     uint64_t rng;
+    /* Per-round lists of slot indexes and pids, cfg.size entries each, allocated with the pool:
+     * the reaper's stack stays small whatever the pool's size (up to 4096 slots). */
+    unsigned *due;     /* slots to spawn this round */
+    int *event_pid;    /* pids to log about after the mutex is released */
+    int *event_reason; /* and why */
+    unsigned *ping;    /* slots to ping */
+    unsigned *leak;    /* slots held too long */
 };
 
-/* --- lifecycle.c --- */
 #define PYPOOL__REFS_CLOSED 0x80000000u
-/* Enter/leave a public function: holds a reference; refuses (ESHUTDOWN) once destroy began.
- * The last leave frees the pool. Neither takes mu. */
-int pypool__enter(pypool *p);
-void pypool__leave(pypool *p);
-/* A reference for observers (stats): taken even while destroy runs, never refused. */
-void pypool__hold(pypool *p);
 
-/* With mu held, after the reaper exited: closes a slot's channel and marks it STOPPED. */
-void pypool__slot_close_locked(pypool *p, pypool__slot *s);
+/* --- the slot actions (slots.c); every *_locked function wants `mu` held ------------------ */
 
-/* Recycle threshold for a new worker (max_calls_per_worker with jitter); with mu held. */
-uint64_t pypool__call_limit(pypool *p);
+/* Debug builds: aborts unless the calling thread holds the pool mutex. */
+#ifdef PYPOOL_DEBUG
+void pypool__assert_locked(const pypool *p);
+#else
+#define pypool__assert_locked(p) ((void)0)
+#endif
 
-/* --- config.c --- */
-int pypool__config_copy(pypool *p, const pypool_config *cfg);
-void pypool__config_free(pypool *p);
-
-/* --- checkout.c --- */
-/*
- * Checks out any worker, or slot `want` (>= 0). deadline_ns < 0: none; nowait: only idle.
- * call_deadline_ns (> 0) is published for the reaper's deadline watch (0: no call yet).
- */
-int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
-                     int64_t call_deadline_ns, pypool__slot **out, char **why);
-/* With mu held: wakes the reaper if it would sleep past at_ns (it must act then). */
+/* The kick: wakes the reaper's poll (an eventfd write; the reaper only reads it). */
+void pypool__kick_locked(pypool *p);
+/* Wakes the reaper if it would sleep past at_ns (it must act then). */
 void pypool__reaper_due_locked(pypool *p, int64_t at_ns);
-/* With mu held: publishes a call deadline and wakes the reaper if it would sleep past it. */
+/* Publishes a call deadline for the reaper's watch, waking it if it would sleep past it. */
 void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns);
-/* Returns a slot. reason != NONE hands it to the reaper to replace its worker. */
-void pypool__checkin(pypool *p, pypool__slot *s, int reason);
-/* With mu held: makes a slot IDLE, or hands it straight to the longest waiter that takes it. */
-void pypool__slot_release_locked(pypool *p, pypool__slot *s);
-/* With mu held: fails every waiter (or those wanting `slot` if >= 0) with err. */
+
+void pypool__waiter_append_locked(pypool *p, pypool__waiter *w);
+void pypool__waiter_unlink_locked(pypool *p, pypool__waiter *w);
+/* Fails every waiter (or those wanting `slot` if >= 0) with err. */
 void pypool__fail_waiters_locked(pypool *p, int slot, int err);
+
+void pypool__idle_remove_locked(pypool *p, pypool__slot *s);
+/* Take: an IDLE slot becomes `thread`'s, with a call deadline for the reaper to watch. */
+void pypool__slot_take_locked(pypool *p, pypool__slot *s, pthread_t thread,
+                              int64_t call_deadline_ns);
+/* Release: makes a slot IDLE, or hands it straight to the longest waiter that takes it. */
+void pypool__slot_release_locked(pypool *p, pypool__slot *s);
 /*
- * With mu held: the one way a slot's worker is given up (died, timed out, broke the protocol,
- * missed a ping, retired, shutdown): BROKEN with `reason`, its own waiters failed with
- * PYPOOL_ESESSION, the reaper woken to replace it. The caller kills the child if needed.
+ * Break: the one way a slot's worker is given up (died, timed out, broke the protocol, missed
+ * a ping, retired, shutdown): BROKEN with `reason`, its own waiters failed with PYPOOL_ESESSION,
+ * the reaper kicked to replace it. The caller kills the child if needed.
  */
 void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason);
-/* With mu held: true when no slot can ever serve without pypool_warm (all FAILED/EMPTY). */
-bool pypool__unservable_locked(const pypool *p);
-void pypool__idle_remove_locked(pypool *p, pypool__slot *s);
-
-/* --- call.c --- */
-/* One request/reply on a checked-out slot. *reason tells checkin how the slot ended up. */
-int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
-                      const void *payload, size_t len, int64_t deadline_ns, pypool_result *out,
-                      int *reason);
-/* Sends SessionClose on a checked-out slot. */
-int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
-/* Kills the slot's worker group if it is not reaped yet (any thread). */
-void pypool__slot_kill(pypool *p, pypool__slot *s);
-/* With mu held (reaper): aborts the call in flight with err and wakes its blocked reader. */
+/* Stop, after the reaper exited: closes a slot's channel and marks it STOPPED. */
+void pypool__slot_close_locked(pypool *p, pypool__slot *s);
+/* Abort-call (the reaper): ends the call in flight with err and wakes its blocked reader. */
 void pypool__slot_abort_call_locked(pypool__slot *s, int err);
-
-/* --- session.c --- */
-void pypool__sessions_free(pypool *p);
-/* With mu held. */
-int pypool__session_lookup_locked(pypool *p, const char *id, unsigned *slot, uint64_t *gen);
-int pypool__session_bind_locked(pypool *p, const char *id, unsigned slot, uint64_t gen);
-void pypool__session_remove_locked(pypool *p, const char *id);
-
-/* --- reaper.c --- */
-int pypool__reaper_start(pypool *p);
-/* Wakes the reaper's poll; call with mu held. */
-void pypool__reaper_wake_locked(pypool *p);
-void pypool__reaper_join(pypool *p);
-
-/* --- log.c --- */
-void pypool__log(pypool *p, int level, int pid, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* --- util --- */
-uint64_t pypool__rand(uint64_t *state);
+/* Kills the slot's worker group if it is not reaped yet (any thread; takes mu itself). */
+void pypool__slot_kill(pypool *p, pypool__slot *s);
+/* Is-live: true when no slot can ever serve without pypool_warm (all FAILED/EMPTY). */
+bool pypool__unservable_locked(const pypool *p);
 
 #endif

@@ -1,0 +1,16 @@
+/* checkout.h - layer 2, client side: waiting for a worker, and giving it back. */
+#ifndef PYPOOL_CHECKOUT_H
+#define PYPOOL_CHECKOUT_H
+
+#include "slots.h"
+
+/*
+ * Checks out any worker, or slot `want` (>= 0). deadline_ns < 0: none; nowait: only idle.
+ * call_deadline_ns (> 0) is published for the reaper's deadline watch (0: no call yet).
+ */
+int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
+                     int64_t call_deadline_ns, pypool__slot **out, char **why);
+/* Returns a slot. reason != NONE hands it to the reaper to replace its worker. */
+void pypool__checkin(pypool *p, pypool__slot *s, int reason);
+
+#endif
