@@ -4,12 +4,14 @@ Also makes the built runtime importable: PYPOOL_RUNTIME_DIR (set by ctest) is th
 python dir holding the package and its generated pypool_pb2.
 """
 
+import array
 import fcntl
 import os
 import select
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -65,11 +67,17 @@ class _Drain(threading.Thread):
 
 
 class Worker:
-    """One worker subprocess; send() frames to fd 3, recv() frames from fd 4."""
+    """One worker subprocess; send() frames to fd 3, recv() frames from fd 4.
+
+    Like the C pool, the harness keeps a read end of the request pipe of its own (never read):
+    a write to a dead worker gets no EPIPE, and unread() tells how much of what was sent the
+    worker never took.
+    """
 
     def __init__(self, module, parent_pid=None, max_frame=None, extra_env=None, launcher=None):
         """launcher: the argv before "--module", by default what the C pool runs (-m pypool)."""
         req_r, self.req_w = os.pipe()
+        self.req_peek = fcntl.fcntl(req_r, fcntl.F_DUPFD_CLOEXEC, 0)
         self.resp_r, resp_w = os.pipe()
         child_req, child_resp = _high_dup(req_r), _high_dup(resp_w)
         env = dict(os.environ)
@@ -102,6 +110,12 @@ class Worker:
 
     def send(self, envelope):
         self.send_raw(frame(envelope))
+
+    def unread(self):
+        """Bytes written to the worker's request pipe that it has not read (FIONREAD)."""
+        count = array.array("i", [0])
+        fcntl.ioctl(self.req_peek, termios.FIONREAD, count)
+        return count[0]
 
     def close_requests(self):
         if self.req_w >= 0:
@@ -173,5 +187,6 @@ class Worker:
             self.proc.kill()
         self.wait()
         os.close(self.resp_r)
+        os.close(self.req_peek)
         self.proc.stdout.close()
         self.proc.stderr.close()

@@ -67,6 +67,22 @@ class TestRegistration(RegistryIsolation):
         pypool.handler("again")(second)
         self.assertIs(pypool._registry["again"], second)
 
+    def test_same_lambda_run_again_replaces_it(self):
+        # A reloaded module runs its `pypool.handler("name")(lambda ...)` line again: same
+        # module, same place, a new function object.
+        code = compile("import pypool\npypool.handler('l')(lambda p, c: b'')\n", "/x/mod.py",
+                       "exec")
+        scope = {"__name__": "mod"}
+        exec(code, scope)
+        first = pypool._registry["l"]
+        exec(code, scope)
+        self.assertIsNot(pypool._registry["l"], first)
+        # Another lambda of that module claiming the name is still a mistake.
+        other = compile("import pypool\n\npypool.handler('l')(lambda p, c: b'')\n",
+                        "/x/mod.py", "exec")
+        with self.assertRaises(ValueError):
+            exec(other, scope)
+
     def test_bad_names(self):
         with self.assertRaises(ValueError):
             pypool.handler("")(lambda p, c: b"")
@@ -537,6 +553,21 @@ class TestDispatch(RegistryIsolation):
         self.assertIn("in boom", resp.error.traceback)
         self.assertIn("KeyError: 'nope'", resp.error.traceback)
         self.assertNotIn("handle_request", resp.error.traceback)
+
+    def test_base_exceptions_are_remote_errors(self):
+        # Not only Exceptions: sys.exit(), KeyboardInterrupt and the like from a handler are
+        # its errors, not the worker's end (serve() would otherwise let them out).
+        class Abort(BaseException):
+            pass
+
+        for exc in (SystemExit(3), KeyboardInterrupt("k"), GeneratorExit(), Abort("a")):
+            def raise_it(payload, ctx, exc=exc):
+                raise exc
+
+            pypool.handler(type(exc).__name__)(raise_it)
+            resp = self.call(type(exc).__name__)
+            self.assertEqual(resp.error.type, type(exc).__name__)
+            self.assertIn("raise exc", resp.error.traceback)
 
     def test_no_such_method(self):
         resp = self.call("missing")

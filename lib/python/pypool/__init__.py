@@ -46,9 +46,20 @@ def _same_definition(old, new):
     claiming one name are a mistake and still raise."""
     module = getattr(new, "__module__", None)
     qualname = getattr(new, "__qualname__", None)
-    return (module is not None and qualname is not None and "<lambda>" not in qualname
-            and module == getattr(old, "__module__", None)
-            and qualname == getattr(old, "__qualname__", None))
+    if (module is None or qualname is None or module != getattr(old, "__module__", None)
+            or qualname != getattr(old, "__qualname__", None)):
+        return False
+    if "<lambda>" not in qualname:
+        return True
+    # Every lambda of a scope has one qualname: the same lambda is the one written at the same
+    # place (a reload of an unedited module runs the very same line again).
+    place = _source_place(new)
+    return place is not None and place == _source_place(old)
+
+
+def _source_place(fn):
+    code = getattr(fn, "__code__", None)
+    return None if code is None else (code.co_filename, code.co_firstlineno)
 
 
 def handler(name_or_fn=None):

@@ -66,7 +66,8 @@ class WaitingFileIO(io.FileIO):
     nothing pending (`got == used`, every byte taken belongs to a frame handed out).
 
     The buffered reader calls readinto only when its buffer cannot serve a read, so the poll
-    costs one system call per request that is not already buffered.
+    costs one system call per request that is not already buffered: the price of a worker that,
+    SIGKILLed, never takes a request with it.
     """
 
     def __init__(self, fd):
@@ -84,9 +85,13 @@ class WaitingFileIO(io.FileIO):
         return self.got - self.used
 
     def readinto(self, buffer):
-        if self.on_idle is not None and self.got == self.used:
-            self.on_idle()
+        # `waiting` goes up before on_idle looks for a SIGTERM, not after: a SIGTERM landing
+        # between the two would otherwise find the worker neither waiting nor checked again,
+        # and an idle worker would sleep in poll until the next request instead of exiting.
+        # This way the handler either sees `waiting` (and exits itself) or on_idle sees it.
         self.waiting = True
+        if self.got == self.used and self.on_idle is not None:
+            self.on_idle()
         self._poll()
         self.waiting = False
         n = io.FileIO.readinto(self, buffer)

@@ -2,7 +2,8 @@
 
 Request -> handler(payload, ctx) -> Response; Ping -> Pong; SessionClose -> drop the dict;
 Shutdown or EOF on fd 3 -> exit 0; a broken channel -> exit 3. SIGTERM exits at once while
-idle, and after the reply is sent while a handler runs.
+idle with no byte of a request taken from the pipe; otherwise the request in hand is answered
+first (a request the worker read and dropped is one the pool can neither retry nor answer).
 
 serve() and handle_request() run once per request, so they are written for it: callables
 bound to locals, the Context filled slot by slot, a small bytes reply encoded as one whole frame
@@ -39,8 +40,10 @@ class Worker:
         # the frame limit: it is small enough to copy into one write(2) and fits any frame.
         self._small_reply_limit = min(_frames.COALESCE_LIMIT,
                                       max_frame - _wire.SMALL_REPLY_OVERHEAD)
-        # The request pipe's raw reader, once serving: SIGTERM asks it whether exiting now
-        # would lose a byte of a request (see _frames.WaitingFileIO).
+        # Once serving, the request pipe's raw reader: SIGTERM asks it whether exiting now
+        # would lose a byte of a request (see _frames.WaitingFileIO). None while serving from a
+        # reader that cannot say (tests' fake readers): SIGTERM then waits for the message in hand.
+        self._serving = False
         self._raw = None
         self._term_requested = False
 
@@ -53,10 +56,13 @@ class Worker:
         # waiting for the next request with no part of one taken from the pipe; anything the
         # pool wrote is then still in the pipe, unread, and the pool retries it elsewhere.
         # Otherwise the request in hand is answered first, and the worker leaves when it next
-        # waits with nothing pending (_exit_if_asked).
+        # waits with nothing pending (_exit_if_asked), or after the message in hand when the
+        # reader cannot say what it holds (serve()).
         self._term_requested = True
+        if not self._serving:
+            _boot.exit_now(EXIT_OK)
         raw = self._raw
-        if raw is None or (raw.waiting and raw.got == raw.used):
+        if raw is not None and raw.waiting and raw.got == raw.used:
             _boot.exit_now(EXIT_OK)
 
     def _exit_if_asked(self):
@@ -69,6 +75,8 @@ class Worker:
         if raw is not None:
             raw.on_idle = self._exit_if_asked
         self._raw = raw
+        # Last: a SIGTERM before this line exits at once, which is right (nothing read yet).
+        self._serving = True
         # This loop runs once per request: what it calls is bound to locals up front.
         read_frame = reader.read_frame
         decode = _wire.decode
@@ -94,7 +102,8 @@ class Worker:
             # payload would need fresh memory while this one is still alive.
             message = None
             if raw is None and self._term_requested:
-                _boot.exit_now(EXIT_OK)  # a reader that cannot say what it holds (tests)
+                # A reader that cannot say what it holds (tests): leave between messages.
+                _boot.exit_now(EXIT_OK)
 
     # --- dispatch --------------------------------------------------------------------------
     def handle_frame(self, body):
@@ -142,9 +151,11 @@ class Worker:
 
         try:
             result = fn(req.payload, ctx)
-        except (Exception, KeyboardInterrupt, SystemExit) as exc:
-            # KeyboardInterrupt and SystemExit from a handler are its errors too: the caller
-            # gets EREMOTE and the worker stays (os._exit still ends a worker for real).
+        except BaseException as exc:
+            # Whatever a handler raises is its error, KeyboardInterrupt and SystemExit (and
+            # other BaseExceptions) included: the caller gets EREMOTE and the worker stays, so
+            # a handler cannot end its worker by accident. The runtime's own exits never raise
+            # (_boot.exit_now is os._exit), and a handler's os._exit still ends it on purpose.
             self._send_exception(request_id, exc)
             return
         # The common reply, small bytes, as one frame in one write; anything else is checked

@@ -81,6 +81,15 @@ def interrupt(payload, ctx):
     raise KeyboardInterrupt("from a handler")
 
 
+class Abort(BaseException):
+    """Neither an Exception nor one of the interpreter's own exits."""
+
+
+@pypool.handler
+def base_exception(payload, ctx):
+    raise Abort("from a handler")
+
+
 @pypool.handler
 def big(payload, ctx):
     return b"z" * int(payload)

@@ -13,6 +13,10 @@ def generation(payload, ctx):
     return str(GENERATION).encode()
 
 
+# A lambda too: every lambda has the qualname "<lambda>", so only its place tells it apart.
+pypool.handler("lambda_generation")(lambda payload, ctx: str(GENERATION).encode())
+
+
 @pypool.handler
 def reload_me(payload, ctx):
     """Re-imports this module: the same handlers register again and must not raise."""
