@@ -147,7 +147,7 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
     last_slot = s->index;
     pypool__lock(&p->mu);
     p->busy--;
-    s->call_deadline_ns = 0;
+    s->deadline_ns = 0;
     int aborted = atomic_load(&s->call_abort);
     if (reason == PYPOOL__BREAK_NONE && aborted)
         reason = aborted == PYPOOL_ETIMEDOUT ? PYPOOL__BREAK_TIMEOUT : PYPOOL__BREAK_CRASH;

@@ -382,7 +382,7 @@ int pypool_worker_call(pypool_worker *w, const char *method, const void *payload
     int reason;
     rc = pypool__slot_call(p, s, NULL, method, payload, len, deadline, out, &reason);
     pypool__lock(&p->mu);
-    s->call_deadline_ns = 0; /* held between calls: no deadline to watch */
+    s->deadline_ns = 0; /* held between calls: no deadline to watch */
     pypool__unlock(&p->mu);
     if (rc == PYPOOL__ENOTSENT)
         rc = worker_gone_before_call(p, s, method, out);

@@ -184,7 +184,7 @@ void pypool__reaper_due_locked(pypool *p, int64_t at_ns)
 void pypool__watch_deadline_locked(pypool *p, pypool__slot *s, int64_t call_deadline_ns)
 {
     pypool__assert_locked(p);
-    s->call_deadline_ns = call_deadline_ns;
+    s->deadline_ns = call_deadline_ns;
     pypool__reaper_due_locked(p, call_deadline_ns);
 }
 
@@ -203,7 +203,7 @@ void pypool__slot_abort_call_locked(pypool__slot *s, int err)
     if (atomic_load(&s->call_abort) != 0)
         return;
     atomic_store(&s->call_abort, err);
-    s->call_deadline_ns = 0;
+    s->deadline_ns = 0;
     pypool__child_poke(&s->child);
 }
 

@@ -65,26 +65,26 @@ typedef struct pypool__slot {
     /* [mu] */
     int state; /* enum pypool_slot_state */
     pypool__child child;
-    bool reaped;               /* the reaper collected child's exit status */
-    int exit_status;           /* valid when reaped */
-    uint64_t generation;       /* +1 per worker started here; sessions bind to it */
-    uint64_t calls;            /* calls of the current worker */
-    uint64_t call_limit;       /* recycle threshold with jitter; 0: none */
-    uint64_t restarts;         /* workers started here after the first */
-    unsigned sessions;         /* sessions bound to the current worker */
-    bool want_start;           /* EMPTY slot: a checkout or warm asked the reaper to start it */
-    int break_reason;          /* BROKEN: why */
-    unsigned start_failures;   /* failed starts in a row */
-    int64_t backoff_ms;        /* current restart delay */
-    int64_t restart_at_ns;     /* BACKOFF: when to start again */
-    int64_t start_deadline_ns; /* STARTING: Hello due */
-    int64_t ready_ns;          /* when the current worker said Hello */
-    int64_t idle_since_ns;     /* IDLE: since when (health pings) */
-    int64_t ping_deadline_ns;  /* PINGING: Pong due */
+    bool reaped;             /* the reaper collected child's exit status */
+    int exit_status;         /* valid when reaped */
+    uint64_t generation;     /* +1 per worker started here; sessions bind to it */
+    uint64_t calls;          /* calls of the current worker */
+    uint64_t call_limit;     /* recycle threshold with jitter; 0: none */
+    uint64_t restarts;       /* workers started here after the first */
+    unsigned sessions;       /* sessions bound to the current worker */
+    bool want_start;         /* EMPTY slot: a checkout or warm asked the reaper to start it */
+    int break_reason;        /* BROKEN: why */
+    unsigned start_failures; /* failed starts in a row */
+    int64_t backoff_ms;      /* current restart delay */
+    int64_t ready_ns;        /* when the current worker said Hello */
+    int64_t idle_since_ns;   /* IDLE: since when (health pings) */
     uint64_t ping_id;
-    int64_t busy_since_ns;    /* BUSY: since when (leak warnings) */
-    pthread_t holder;         /* BUSY: the thread that checked it out */
-    int64_t call_deadline_ns; /* BUSY, call in flight: the reaper kills the worker then */
+    int64_t busy_since_ns; /* BUSY: since when (leak warnings) */
+    pthread_t holder;      /* BUSY: the thread that checked it out */
+    /* The one deadline of the slot's state, when the reaper must act (0: none): STARTING, Hello
+     * due; BACKOFF, start again; PINGING, Pong due; BUSY, the call in flight's deadline (the
+     * reaper kills the worker then). Set right after the transition into the state. */
+    int64_t deadline_ns;
     /* Set by the reaper (under mu) to abort the call in flight, then it pokes the reply pipe;
      * read by the holder without the lock before every read(): 0, ETIMEDOUT or EWORKER. */
     atomic_int call_abort;

@@ -69,7 +69,7 @@ static void start_failed_locked(pypool *p, pypool__slot *s, const char *msg)
         s->backoff_ms = s->backoff_ms * 2 > p->cfg.restart_backoff_max_ms
                             ? p->cfg.restart_backoff_max_ms
                             : s->backoff_ms * 2;
-        s->restart_at_ns = pypool__now_ns() + delay * PYPOOL__MS;
+        s->deadline_ns = pypool__now_ns() + delay * PYPOOL__MS;
     }
     if (pypool__unservable_locked(p))
         give_up_locked(p);
@@ -108,12 +108,12 @@ static unsigned collect_due_locked(pypool *p, unsigned *due)
     for (unsigned i = 0; i < p->cfg.size; i++) {
         pypool__slot *s = &p->slots[i];
         bool wanted = s->state == PYPOOL_SLOT_EMPTY && s->want_start;
-        bool restart = (s->state == PYPOOL_SLOT_BACKOFF && s->restart_at_ns <= now);
+        bool restart = (s->state == PYPOOL_SLOT_BACKOFF && s->deadline_ns <= now);
         if (!wanted && !restart)
             continue;
         s->want_start = false;
         pypool__transition(s, PYPOOL__EV_SPAWN);
-        s->start_deadline_ns = now + p->cfg.startup_timeout_ms * PYPOOL__MS;
+        s->deadline_ns = now + p->cfg.startup_timeout_ms * PYPOOL__MS;
         due[n++] = i;
     }
     return n;
@@ -293,7 +293,7 @@ static void schedule_crash_restart_locked(pypool *p, pypool__slot *s, int64_t no
     int64_t spread = delay / 5;
     if (spread > 0)
         delay += (int64_t)(pypool__rand(&p->rng) % (uint64_t)(2 * spread + 1)) - spread;
-    s->restart_at_ns = now + delay * PYPOOL__MS;
+    s->deadline_ns = now + delay * PYPOOL__MS;
     s->backoff_ms = s->backoff_ms * 2 > p->cfg.restart_backoff_max_ms
                         ? p->cfg.restart_backoff_max_ms
                         : s->backoff_ms * 2;
@@ -404,7 +404,7 @@ void pypool__retire_broken(pypool *p)
         if (reason == PYPOOL__BREAK_CRASH)
             schedule_crash_restart_locked(p, s, now);
         else
-            s->restart_at_ns = now; /* we chose to replace it: no reason to wait */
+            s->deadline_ns = now; /* we chose to replace it: no reason to wait */
     }
     pypool__unlock(&p->mu);
     for (unsigned k = 0; k < n; k++)

@@ -47,7 +47,7 @@ static void begin_ping_locked(pypool *p, pypool__slot *s, int64_t now, timer_eve
     pypool__idle_remove_locked(p, s);
     pypool__transition(s, PYPOOL__EV_PING);
     s->ping_id = ++s->next_id;
-    s->ping_deadline_ns = now + p->cfg.ping_timeout_ms * PYPOOL__MS;
+    s->deadline_ns = now + p->cfg.ping_timeout_ms * PYPOOL__MS;
     ev->ping[ev->nping++] = s->index;
 }
 
@@ -63,10 +63,10 @@ static void ping_overdue_locked(pypool *p, pypool__slot *s)
  * blocked in read() is woken (call.c). */
 static int64_t call_deadline_locked(pypool__slot *s, int64_t now)
 {
-    if (s->call_deadline_ns <= 0)
+    if (s->deadline_ns <= 0)
         return PYPOOL__NO_DEADLINE;
-    if (now < s->call_deadline_ns)
-        return s->call_deadline_ns;
+    if (now < s->deadline_ns)
+        return s->deadline_ns;
     if (s->child.pid > 0 && !s->reaped) {
         s->killed = true;
         pypool__signal_group(s->child.pid, SIGKILL);
@@ -95,27 +95,27 @@ static int64_t slot_timers_locked(pypool *p, pypool__slot *s, int64_t now, timer
     const pypool_config *c = &p->cfg;
     switch (s->state) {
     case PYPOOL_SLOT_STARTING:
-        if (s->child.pid > 0 && now >= s->start_deadline_ns) {
+        if (s->child.pid > 0 && now >= s->deadline_ns) {
             hello_overdue_locked(p, s, ev);
             return PYPOOL__NO_DEADLINE;
         }
-        return s->start_deadline_ns;
+        return s->deadline_ns;
     case PYPOOL_SLOT_BACKOFF:
-        return s->restart_at_ns;
+        return s->deadline_ns;
     case PYPOOL_SLOT_IDLE:
         if (c->idle_ping_ms <= 0 || p->shutting_down)
             return PYPOOL__NO_DEADLINE;
         if (now >= s->idle_since_ns + c->idle_ping_ms * PYPOOL__MS) {
             begin_ping_locked(p, s, now, ev);
-            return s->ping_deadline_ns;
+            return s->deadline_ns;
         }
         return s->idle_since_ns + c->idle_ping_ms * PYPOOL__MS;
     case PYPOOL_SLOT_PINGING:
-        if (now >= s->ping_deadline_ns) {
+        if (now >= s->deadline_ns) {
             ping_overdue_locked(p, s);
             return now;
         }
-        return s->ping_deadline_ns;
+        return s->deadline_ns;
     case PYPOOL_SLOT_BUSY:
         return pypool__deadline_min(call_deadline_locked(s, now),
                                     leak_deadline_locked(p, s, now, ev));
