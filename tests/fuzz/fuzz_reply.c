@@ -35,6 +35,7 @@
 
 #include "call.h"
 #include "clock.h"
+#include "latency.h"
 #include "slots.h"
 #include "sync.h"
 
@@ -69,7 +70,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     pool = calloc(1, sizeof *pool);
     slot = calloc(1, sizeof *slot);
-    check(pool && slot, "calloc");
+    check(pool && slot && pypool__latency_init(pool) == 0, "calloc");
     pypool_config_init(&pool->cfg);
     pool->cfg.max_frame_bytes = MAX_FRAME;
     pool->cfg.log_fn = quiet_log;
