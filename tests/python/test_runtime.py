@@ -428,7 +428,12 @@ class TestSigtermNeverLosesARequest(WorkerTestCase):
         sent = 0
         signalled = False
         while sent < len(data):
-            select.select([], [worker.req_w], [], harness.DEFAULT_TIMEOUT)
+            # The pipe has room once the worker reads: wait for that, or for the worker's end.
+            writable = select.select([], [worker.req_w], [], 0.1)[1]
+            if not writable:
+                self.assertIsNone(worker.proc.poll(),
+                                  "the worker exited holding part of a request: " + worker.stderr)
+                continue
             try:
                 sent += os.write(worker.req_w, data[sent:sent + (1 << 16)])
             except BlockingIOError:
