@@ -114,8 +114,11 @@ static bool try_runtime(const char *dir, const char *why, char *out, size_t cap,
         return true;
     }
     size_t used = strlen(looked);
-    if (used < lcap)
-        snprintf(looked + used, lcap - used, "%s%s (%s)", used ? ", " : "", dir, why);
+    /* A list too long for the message is cut short, on purpose (the return value is checked
+     * so that compilers see the truncation is expected). */
+    if (used < lcap &&
+        snprintf(looked + used, lcap - used, "%s%s (%s)", used ? ", " : "", dir, why) < 0)
+        looked[used] = '\0';
     return false;
 }
 
