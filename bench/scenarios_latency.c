@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench.h"
 #include "contenders.h"
@@ -21,21 +22,39 @@ static const size_t sizes[NSIZES] = {16, 1024, 64 << 10, 1 << 20, 16 << 20};
 typedef struct lat_acc {
     samples all[NSIZES][IMPL_COUNT];
     double pct[NSIZES][IMPL_COUNT][3][BENCH_MAX_ROUNDS]; /* p50, p90, p99 of each round */
-    /* The pool's own histograms over the timed windows (stats after minus before): reported
-     * beside the external timings, which they must agree with to their resolution. */
+    /* The pool's own histograms over the timed windows (stats after minus before), reported
+     * beside the external timings, which they must agree with to their resolution: p50 and p99
+     * of wait_us and call_us of each round, and all rounds pooled. */
+    double own_pct[NSIZES][2][2][BENCH_MAX_ROUNDS]; /* [wait, call][p50, p99][round] */
     pypool_histogram own_wait[NSIZES], own_call[NSIZES];
 } lat_acc;
 
-/* acc += after - before, bucket by bucket (counters only grow). */
+static const double own_q[2] = {0.5, 0.99};
+
+/* acc += after - before, bucket by bucket (counters only grow). A window's max cannot be told
+ * from two lifetime maxima: max_us stays 0, which pypool_histogram_percentile takes as unknown. */
 static void hist_add_delta(pypool_histogram *acc, const pypool_histogram *before,
                            const pypool_histogram *after)
 {
     acc->count += after->count - before->count;
     acc->sum_us += after->sum_us - before->sum_us;
-    if (after->max_us > acc->max_us)
-        acc->max_us = after->max_us;
     for (unsigned b = 0; b < PYPOOL_HISTOGRAM_BUCKETS; b++)
         acc->buckets[b] += after->buckets[b] - before->buckets[b];
+}
+
+/* One round's window of the pool's own histograms: its percentiles, and into the pooled ones. */
+static void keep_own_round(lat_acc *a, unsigned r, size_t i, const pypool_stats *before,
+                           const pypool_stats *after)
+{
+    static pypool_histogram d[2]; /* large: kept off the stack */
+    memset(d, 0, sizeof d);
+    hist_add_delta(&d[0], &before->wait_us, &after->wait_us);
+    hist_add_delta(&d[1], &before->call_us, &after->call_us);
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < 2; t++)
+            a->own_pct[i][k][t][r] = pypool_histogram_percentile(&d[k], own_q[t]);
+    hist_add_delta(&a->own_wait[i], &before->wait_us, &after->wait_us);
+    hist_add_delta(&a->own_call[i], &before->call_us, &after->call_us);
 }
 
 /* "16 B", "64 KiB", "16 MiB" */
@@ -61,7 +80,7 @@ static void keep_round(lat_acc *a, unsigned r, size_t i, int impl, samples *s)
  * process pay page faults for fresh buffers until malloc settles), then the window, extended
  * until o->min_calls calls were timed (a 16 MiB echo can outlast a whole quick window). */
 static int measure_serial(contender_ctx *c, const bench_opts *o, samples *out, lat_acc *a,
-                          size_t size_index)
+                          unsigned r, size_t size_index)
 {
     load_thread t = {0};
     int64_t warm_end = bench_now_ns() + (int64_t)(o->warmup * 1e9);
@@ -77,8 +96,7 @@ static int measure_serial(contender_ctx *c, const bench_opts *o, samples *out, l
         if (t0 >= end && out->n >= o->min_calls) {
             if (c->impl == IMPL_POOL) {
                 pypool_stats_get(c->pool, &after);
-                hist_add_delta(&a->own_wait[size_index], &before.wait_us, &after.wait_us);
-                hist_add_delta(&a->own_call[size_index], &before.call_us, &after.call_us);
+                keep_own_round(a, r, size_index, &before, &after);
             }
             return 0;
         }
@@ -92,7 +110,7 @@ static void run_local(lat_acc *a, contender_ctx *c, const bench_opts *o, unsigne
 {
     samples s = {0};
     bool usable = (c->impl != IMPL_POOL || c->pool) && (c->impl != IMPL_EMBED || emb_available());
-    if (usable && measure_serial(c, o, &s, a, i) == 0)
+    if (usable && measure_serial(c, o, &s, a, r, i) == 0)
         keep_round(a, r, i, c->impl, &s);
     else if (usable)
         bench_warn("latency: %s failed a %zu-byte echo", bench_impl_name(c->impl), c->len);
@@ -139,6 +157,43 @@ static void add_cdf_series(samples *s, size_t size, int impl)
     free(y);
 }
 
+/*
+ * The pool's own view of the calls timed externally: wait_us (call start -> a worker in hand)
+ * and call_us (request sent -> reply read), as medians of the rounds' percentiles like the
+ * external rows above them. call_us lies inside each external timing, so none of its
+ * percentiles over all rounds may exceed the external one over the same calls by more than the
+ * histogram's resolution (a bucket is 1/16 of its values wide; values are rounded to the µs),
+ * and both histograms must count exactly the calls timed. A breach is a bug: warned.
+ */
+#define OWN_NOTE "own: the pool's pypool_stats histograms of the same calls"
+
+static void report_own(lat_acc *a, size_t i, const char *sl, unsigned rounds)
+{
+    static const char *const kind[2] = {"wait_us", "call_us"};
+    samples *ext = &a->all[i][IMPL_POOL];
+    char label[80];
+    for (int t = 0; t < 2; t++) {
+        for (int k = 1; k >= 0; k--) {
+            snprintf(label, sizeof label, "%s %s own %s", sl, t ? "p99" : "p50", kind[k]);
+            bench_row *row = results_add("latency", label, "us", false);
+            row->v[IMPL_POOL] = median_of(a->own_pct[i][k][t], rounds);
+            snprintf(row->note, sizeof row->note, "%s", OWN_NOTE);
+        }
+        double call = pypool_histogram_percentile(&a->own_call[i], own_q[t]);
+        double outer = samples_pct(ext, own_q[t] * 100);
+        if (ext->n && call > outer * (1.0 + 1.0 / 16) + 0.5)
+            bench_warn(
+                "latency %s: the pool's own p%g call_us %.1f us exceeds the external %.1f us "
+                "(all rounds) beyond the histogram's resolution",
+                sl, own_q[t] * 100, call, outer);
+    }
+    if (a->own_call[i].count != ext->n || a->own_wait[i].count != ext->n)
+        bench_warn("latency %s: the pool's histograms count %llu calls and %llu waits, the bench "
+                   "timed %zu calls",
+                   sl, (unsigned long long)a->own_call[i].count,
+                   (unsigned long long)a->own_wait[i].count, ext->n);
+}
+
 static void report_size(lat_acc *a, size_t i, unsigned rounds)
 {
     static const char *const tag[] = {"p50", "p90", "p99", "max"};
@@ -151,16 +206,7 @@ static void report_size(lat_acc *a, size_t i, unsigned rounds)
             row->v[impl] =
                 t < 3 ? median_of(a->pct[i][impl][t], rounds) : samples_max(&a->all[i][impl]);
     }
-    /* The pool's own view of the same calls: the wait for a worker and the request/reply. */
-    static const double q[] = {0.5, 0.99};
-    for (int t = 0; t < 2; t++) {
-        snprintf(label, sizeof label, "%s %s pool's own call_us", sl, t ? "p99" : "p50");
-        results_add("latency", label, "us", false)->v[IMPL_POOL] =
-            pypool_histogram_percentile(&a->own_call[i], q[t]);
-        snprintf(label, sizeof label, "%s %s pool's own wait_us", sl, t ? "p99" : "p50");
-        results_add("latency", label, "us", false)->v[IMPL_POOL] =
-            pypool_histogram_percentile(&a->own_wait[i], q[t]);
-    }
+    report_own(a, i, sl, rounds);
     for (int impl = 0; impl < IMPL_COUNT; impl++) {
         if (sizes[i] == 16 || sizes[i] == 64 << 10)
             add_cdf_series(&a->all[i][impl], sizes[i], impl);
@@ -176,6 +222,11 @@ void scenario_latency(const bench_opts *o)
             for (int t = 0; t < 3; t++)
                 for (unsigned r = 0; r < BENCH_MAX_ROUNDS; r++)
                     a->pct[i][impl][t][r] = NAN;
+    for (size_t i = 0; i < NSIZES; i++)
+        for (int k = 0; k < 2; k++)
+            for (int t = 0; t < 2; t++)
+                for (unsigned r = 0; r < BENCH_MAX_ROUNDS; r++)
+                    a->own_pct[i][k][t][r] = NAN;
     floor_child fl;
     pypool *pool = NULL;
     progress_begin("latency", o->rounds * (NSIZES + 1));

@@ -192,11 +192,11 @@ static bool never_read(const pypool__slot *s, size_t written)
     return written > 0 && pypool__unread_requests(&s->child) >= written;
 }
 
-static int64_t ms_left(int64_t deadline_ns)
+static int64_t ms_left(int64_t deadline_ns, int64_t now_ns)
 {
     if (deadline_ns < 0)
         return 0;
-    int64_t left = (deadline_ns - pypool__now_ns()) / PYPOOL__MS;
+    int64_t left = (deadline_ns - now_ns) / PYPOOL__MS;
     return left > 0 ? left : 1;
 }
 
@@ -219,18 +219,23 @@ static int send_request(pypool *p, pypool__slot *s, const pypool__request_hdr *h
 }
 
 int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
-                      const void *payload, size_t len, int64_t deadline_ns, pypool_result *out,
-                      int *reason)
+                      const void *payload, size_t len, int64_t deadline_ns, int64_t *wait_start,
+                      pypool_result *out, int *reason)
 {
     *reason = PYPOOL__BREAK_NONE;
     out->worker_pid = s->child.pid;
+    /* One clock read: the end of the wait, the deadline sent along and call_us's start. */
+    int64_t sent_at = pypool__now_ns();
+    if (*wait_start) {
+        pypool__latency_wait(p, s->index, *wait_start, sent_at);
+        *wait_start = 0;
+    }
     pypool__request_hdr h = {.id = ++s->next_id,
                              .method = method,
                              .session_id = session_id,
-                             .deadline_ms = ms_left(deadline_ns),
+                             .deadline_ms = ms_left(deadline_ns, sent_at),
                              .payload_len = len};
     size_t written = 0;
-    int64_t sent_at = pypool__now_ns();
     int rc = send_request(p, s, &h, payload, deadline_ns, &written);
     if (rc == PYPOOL_EINVAL)
         return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
@@ -238,7 +243,7 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
     if (rc == 0) {
         rc = read_reply(p, s, h.id, method, out, reason);
         if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE)
-            pypool__latency_call(p, s->index, sent_at);
+            pypool__latency_call(p, s->index, sent_at, pypool__now_ns());
     } else if (!(rc == PYPOOL_EWORKER && never_read(s, written)))
         rc = call_failed(p, s, rc, method, out, reason);
     if (rc == PYPOOL_EWORKER && never_read(s, written))

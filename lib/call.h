@@ -18,10 +18,12 @@
  */
 bool pypool__slot_channel_dirty(const pypool__slot *s);
 
-/* One request/reply on a checked-out slot. *reason tells checkin how the slot ended up. */
+/* One request/reply on a checked-out slot. *reason tells checkin how the slot ended up. A
+ * non-zero *wait_start (when the call began) is recorded in wait_us, ending as the request
+ * goes out (one clock read serves both histograms), and zeroed. */
 int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
-                      const void *payload, size_t len, int64_t deadline_ns, pypool_result *out,
-                      int *reason);
+                      const void *payload, size_t len, int64_t deadline_ns, int64_t *wait_start,
+                      pypool_result *out, int *reason);
 /* Sends SessionClose on a checked-out slot. */
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 

@@ -216,12 +216,9 @@ static int call_attempt(pypool *p, const char *session_id, const char *method, c
     }
     unsigned slot = s->index;
     uint64_t served_gen = s->generation;
-    if (*wait_start) { /* once per call, retries included: from its start to a worker in hand */
-        pypool__latency_wait(p, slot, *wait_start);
-        *wait_start = 0;
-    }
-    int reason;
-    rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, out, &reason);
+    int reason; /* slot_call records wait_us once per call, retries included, and zeroes it */
+    rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, wait_start, out,
+                           &reason);
     if (rc == 0 && p->cfg.max_worker_rss_bytes &&
         pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
         reason = PYPOOL__BREAK_RETIRE;
@@ -244,10 +241,11 @@ static int call_on_pool(pypool *p, const char *session_id, const char *method, c
 {
     int64_t call_ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
     bool nowait = timeout_ms == 0;
-    int64_t deadline = pypool__deadline_after_ms(nowait ? p->cfg.call_timeout_ms : call_ms);
+    int64_t wait_start = pypool__now_ns(); /* the deadline's base and wait_us's start */
+    int64_t deadline =
+        pypool__deadline_at_ms(wait_start, nowait ? p->cfg.call_timeout_ms : call_ms);
     if (deadline < 0)
-        deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
-    int64_t wait_start = pypool__now_ns();
+        deadline = pypool__deadline_at_ms(wait_start, p->cfg.call_timeout_ms);
     int rc;
     while ((rc = call_attempt(p, session_id, method, payload, len, deadline, nowait, &wait_start,
                               out)) == PYPOOL__ERETRY)
@@ -328,11 +326,11 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
     int rc = pypool__enter(p);
     if (rc == 0) {
         int64_t ms = timeout_ms < 0 ? p->cfg.checkout_timeout_ms : timeout_ms;
-        int64_t start = pypool__now_ns();
+        int64_t start = pypool__now_ns(); /* the deadline's base and wait_us's start */
         pypool__slot *s;
-        rc = checkout_clean(p, -1, pypool__deadline_after_ms(ms), timeout_ms == 0, 0, &s, NULL);
+        rc = checkout_clean(p, -1, pypool__deadline_at_ms(start, ms), timeout_ms == 0, 0, &s, NULL);
         if (rc == 0) {
-            pypool__latency_wait(p, s->index, start);
+            pypool__latency_wait(p, s->index, start, pypool__now_ns());
             s->handle.pool = p;
             s->handle.slot = s;
             *out = &s->handle;
@@ -380,7 +378,8 @@ int pypool_worker_call(pypool_worker *w, const char *method, const void *payload
     pypool__watch_deadline_locked(p, s, deadline);
     pypool__unlock(&p->mu);
     int reason;
-    rc = pypool__slot_call(p, s, NULL, method, payload, len, deadline, out, &reason);
+    int64_t no_wait = 0; /* the wait was the checkout's */
+    rc = pypool__slot_call(p, s, NULL, method, payload, len, deadline, &no_wait, out, &reason);
     pypool__lock(&p->mu);
     s->deadline_ns = 0; /* held between calls: no deadline to watch */
     pypool__unlock(&p->mu);

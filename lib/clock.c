@@ -12,11 +12,16 @@ int64_t pypool__now_ns(void)
 
 int64_t pypool__deadline_after_ms(int64_t ms)
 {
+    return ms < 0 ? PYPOOL__NO_DEADLINE : pypool__deadline_at_ms(pypool__now_ns(), ms);
+}
+
+int64_t pypool__deadline_at_ms(int64_t now_ns, int64_t ms)
+{
     if (ms < 0)
         return PYPOOL__NO_DEADLINE;
     const int64_t cap = INT64_MAX / 4;
     int64_t ns = ms > cap / PYPOOL__MS ? cap : ms * PYPOOL__MS;
-    return pypool__now_ns() + ns;
+    return now_ns + ns;
 }
 
 int pypool__poll_timeout_ms(int64_t deadline_ns)

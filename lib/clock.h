@@ -14,6 +14,8 @@
 int64_t pypool__now_ns(void);
 /* now + ms, saturating; ms < 0 means no deadline. */
 int64_t pypool__deadline_after_ms(int64_t ms);
+/* The same from a time already read (a call's start serves its deadline and its wait_us). */
+int64_t pypool__deadline_at_ms(int64_t now_ns, int64_t ms);
 /* Milliseconds left until the deadline for poll(): -1 none, 0 passed, else rounded up. */
 int pypool__poll_timeout_ms(int64_t deadline_ns);
 /* Earlier of two deadlines, where PYPOOL__NO_DEADLINE is "later than anything". */

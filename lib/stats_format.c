@@ -138,14 +138,25 @@ static void prom_labelled(out *o, const char *name, const char *label, const cha
     prom_sample(o, name, pool, extra, value);
 }
 
+/* Slots in none of the counted states: never started (lazy) or stopped. With them the
+ * pypool_workers series add up to pypool_size. */
+static unsigned slots_without_worker(const pypool_stats *st)
+{
+    unsigned counted = st->idle + st->busy + st->starting + st->backoff + st->failed;
+    return st->size > counted ? st->size - counted : 0;
+}
+
 static void format_prometheus(out *o, const pypool_stats *st, const char *pool)
 {
     prom_u64(o, "pypool_calls_total", "counter", "Calls that got a reply (ok or remote error).",
              pool, st->calls);
-    prom_header(o, "pypool_call_errors_total", "counter", "Calls that failed, by error.");
+    prom_header(o, "pypool_call_errors_total", "counter",
+                "Calls that failed, by error (crash: workers that exited unexpectedly).");
     prom_labelled(o, "pypool_call_errors_total", "error", "remote", st->remote_errors, pool);
     prom_labelled(o, "pypool_call_errors_total", "error", "timeout", st->timeouts, pool);
     prom_labelled(o, "pypool_call_errors_total", "error", "protocol", st->protocol_errors, pool);
+    /* The stats count crashed workers, not the calls they failed: an idle crash counts too. */
+    prom_labelled(o, "pypool_call_errors_total", "error", "crash", st->crashes, pool);
     prom_u64(o, "pypool_call_timeouts_running_total", "counter",
              "Calls that hit their deadline while running (the worker was killed).", pool,
              st->call_timeouts);
@@ -163,12 +174,14 @@ static void format_prometheus(out *o, const pypool_stats *st, const char *pool)
              st->ping_failures);
     prom_u64(o, "pypool_cancels_total", "counter", "Calls cancelled without killing a worker.",
              pool, st->cancels);
-    prom_header(o, "pypool_workers", "gauge", "Slots by state.");
+    prom_header(o, "pypool_workers", "gauge",
+                "Slots by state (empty: no worker, never started or stopped).");
     prom_labelled(o, "pypool_workers", "state", "idle", st->idle, pool);
     prom_labelled(o, "pypool_workers", "state", "busy", st->busy, pool);
     prom_labelled(o, "pypool_workers", "state", "starting", st->starting, pool);
     prom_labelled(o, "pypool_workers", "state", "backoff", st->backoff, pool);
     prom_labelled(o, "pypool_workers", "state", "failed", st->failed, pool);
+    prom_labelled(o, "pypool_workers", "state", "empty", slots_without_worker(st), pool);
     prom_u64(o, "pypool_size", "gauge", "Slots in the pool.", pool, st->size);
     prom_u64(o, "pypool_waiters", "gauge", "Threads waiting for a worker.", pool, st->waiters);
     prom_u64(o, "pypool_inflight", "gauge", "Calls in flight.", pool, st->inflight);

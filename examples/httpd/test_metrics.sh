@@ -7,12 +7,26 @@
 # Prometheus's own `promtool check metrics`, then starts a real Prometheus server on another
 # loopback port that scrapes it every second, and waits (polling, bounded) until
 # pypool_calls_total can be queried through Prometheus's HTTP API.
+#
+# <promtool> and <prometheus> are what CMake found (package prometheus), "" if nothing. Without
+# promtool the test reports itself skipped (exit 77, ctest's SKIP_RETURN_CODE); anything else
+# missing or failing is a failure.
 set -u
-SERVER=${1:?usage: test_metrics.sh <pypool_httpd> <source dir> <promtool> <prometheus>}
+SERVER=${1:?usage: test_metrics.sh <pypool_httpd> <source dir> <promtool> <prometheus> <python3>}
 SRC=${2:?source dir}
-PROMTOOL=${3:?promtool}
-PROMETHEUS=${4:?prometheus}
+PROMTOOL=${3-}
+PROMETHEUS=${4-}
 PY=${5:?python3}
+if [ -z "$PROMTOOL" ]; then
+    echo "SKIP: promtool was not found when the build was configured (Debian package prometheus):"
+    echo "      /metrics is not checked by Prometheus; install it and re-run cmake"
+    exit 77
+fi
+[ -x "$PROMTOOL" ] || { echo "FAIL: promtool $PROMTOOL (found at configure time) is gone"; exit 1; }
+if [ -z "$PROMETHEUS" ] || [ ! -x "$PROMETHEUS" ]; then
+    echo "FAIL: promtool is installed but the prometheus server is not: '$PROMETHEUS'"
+    exit 1
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pypool_metrics_test.XXXXXX")
 SERVER_PID=
 PROM_PID=
@@ -70,7 +84,6 @@ log "promtool check metrics"
     die "promtool rejected /metrics: $(cat "$WORK/promtool.log")"
 
 log "a real Prometheus scrapes it"
-PROM_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$WORK/prometheus.yml" <<YML
 global:
   scrape_interval: 1s
@@ -80,9 +93,37 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$PORT"]
 YML
-"$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
-PROM_PID=$!
+# A free loopback port is only free until someone takes it: if Prometheus cannot bind the one
+# picked, it exits, and another is tried.
+prom_up() {
+    kill -0 "$PROM_PID" 2>/dev/null || return 2
+    curl -s -m 5 -o /dev/null -f "http://127.0.0.1:$PROM_PORT/-/ready"
+}
+start_prometheus() {
+    local rc
+    for _ in 1 2 3; do
+        PROM_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+            --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+        PROM_PID=$!
+        local end=$((SECONDS + 60))
+        while :; do
+            prom_up
+            rc=$?
+            [ "$rc" -eq 0 ] && return 0
+            [ "$rc" -eq 2 ] && break # exited
+            [ "$SECONDS" -lt "$end" ] || return 1
+            sleep 0.1
+        done
+        wait "$PROM_PID" 2>/dev/null
+        PROM_PID=
+        grep -q 'address already in use' "$WORK/prometheus.log" || return 1
+        log "port $PROM_PORT was taken meanwhile; another"
+    done
+    return 1
+}
+start_prometheus || die "prometheus did not start: $(tail -n 5 "$WORK/prometheus.log")"
+log "Prometheus on 127.0.0.1:$PROM_PORT"
 queryable() {
     kill -0 "$PROM_PID" 2>/dev/null || die "prometheus exited"
     curl -s -m 5 "http://127.0.0.1:$PROM_PORT/api/v1/query?query=pypool_calls_total" \

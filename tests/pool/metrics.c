@@ -1,6 +1,7 @@
 /*
  * metrics.c - latency histograms and pypool_stats_format: the bucket arithmetic and its error
- * bound, percentiles of known delays, exact counts under concurrency, Prometheus text that
+ * bound, percentiles against the exact ones of a wide distribution, percentiles of known delays
+ * (calls, and a wait for a held worker), exact counts under concurrency, Prometheus text that
  * promtool accepts, JSON that parses, and the snprintf contract on a 4096-slot pool.
  */
 #define _GNU_SOURCE
@@ -47,6 +48,48 @@ Test(pool_metrics, buckets_tile_the_range_and_percentiles_stay_within_5_percent)
     cr_assert_eq(pypool_histogram_percentile(NULL, 0.5), 0.0);
 }
 
+/* A small deterministic generator: the test needs spread, not quality. */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+Test(pool_metrics, percentiles_of_a_wide_distribution_match_the_exact_ones_within_5_percent)
+{
+    enum { N = 20000 };
+    static uint64_t v[N];
+    pypool__hist h;
+    memset(&h, 0, sizeof h);
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < N; i++) {
+        /* log-uniform from 1 µs to ~10 s, as latencies spread */
+        unsigned bits = 1 + (unsigned)(next_rand(&x) % 23);
+        v[i] = (next_rand(&x) & ((1ull << bits) - 1)) | (1ull << (bits - 1));
+        pypool__hist_record(&h, v[i]);
+    }
+    pypool_histogram pub;
+    memset(&pub, 0, sizeof pub);
+    pypool__hist_merge(&h, &pub);
+    qsort(v, N, sizeof v[0], cmp_u64);
+    const double qs[] = {0.001, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0};
+    for (size_t k = 0; k < sizeof qs / sizeof qs[0]; k++) {
+        size_t rank = (size_t)(qs[k] * N + 0.999999); /* the library's rounding of the rank */
+        double exact = (double)v[rank - 1], got = pypool_histogram_percentile(&pub, qs[k]);
+        cr_assert(fabs(got - exact) <= 0.05 * exact, "q %.3f: %.1f, exactly %.0f", qs[k], got,
+                  exact);
+    }
+    cr_assert_eq(pub.max_us, v[N - 1]);
+}
+
 Test(pool_metrics, percentiles_of_a_known_mix_of_1_ms_and_10_ms_calls)
 {
     pypool_config cfg;
@@ -68,6 +111,36 @@ Test(pool_metrics, percentiles_of_a_known_mix_of_1_ms_and_10_ms_calls)
     cr_assert(p90 >= 10000 * 0.95, "p90 %.0f us", p90);
     cr_assert_geq(st.call_us.max_us, 10000);
     cr_assert_geq(st.call_us.sum_us, 30 * 1000 + 10 * 10000);
+}
+
+Test(pool_metrics, a_call_waiting_for_the_only_worker_records_at_least_the_time_it_waited)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "echo_mod", 1);
+    pypool *p = pt_create(&cfg);
+    pypool_worker *w = NULL;
+    PT_ASSERT_RC(pypool_checkout(p, 5000, &w), PYPOOL_OK, NULL, "checkout of the only worker");
+    pt_call_job job;
+    pt_call_start(&job, p, NULL, "echo", "x", 30000);
+    bool queued = pt_wait_waiters(p, 1, 30000);
+    /* From here on the call waits until checkin: its wait is at least the time in between, however
+     * long the sleep really lasts (the clock, not the sleep, sets the bound). */
+    int64_t queued_ms = tu_now_ms();
+    tu_sleep_ms(30);
+    int64_t held_ms = tu_now_ms() - queued_ms;
+    pypool_checkin(w);
+    pt_call_join(&job);
+    cr_assert(queued, "the call never showed in stats.waiters");
+    PT_ASSERT_JOB(&job, PYPOOL_OK, "the waiting call");
+    pypool_stats st = pt_stats(p);
+    cr_assert_eq(st.wait_us.count, 2, "the checkout's wait and the call's");
+    cr_assert_eq(st.call_us.count, 1);
+    double floor_us = (double)(held_ms - 1) * 1000; /* tu_now_ms ticks in whole ms */
+    cr_assert_geq((double)st.wait_us.max_us, floor_us, "max %llu us, held %lld ms",
+                  (unsigned long long)st.wait_us.max_us, (long long)held_ms);
+    double p100 = pypool_histogram_percentile(&st.wait_us, 1.0);
+    cr_assert_geq(p100, 0.95 * floor_us, "p100 %.0f us, held %lld ms", p100, (long long)held_ms);
+    cr_assert_leq(pypool_histogram_percentile(&st.wait_us, 0.5), p100);
 }
 
 typedef struct hammer {
@@ -166,6 +239,8 @@ Test(pool_metrics, prometheus_text_has_every_series_and_passes_promtool)
     const char *want[] = {
         "pypool_calls_total{pool=\"we\\\"ird\\\\pool\\nname\"} 20\n",
         "pypool_call_errors_total{pool=\"we\\\"ird\\\\pool\\nname\",error=\"remote\"} 4\n",
+        "pypool_call_errors_total{pool=\"we\\\"ird\\\\pool\\nname\",error=\"crash\"} 0\n",
+        "pypool_workers{pool=\"we\\\"ird\\\\pool\\nname\",state=\"empty\"} 0\n",
         "# TYPE pypool_worker_restarts_total counter\n",
         "pypool_workers{pool=\"we\\\"ird\\\\pool\\nname\",state=\"idle\"} 2\n",
         "# TYPE pypool_waiters gauge\n",
@@ -206,10 +281,17 @@ Test(pool_metrics, a_lazy_pool_of_4096_slots_formats_in_full)
     pypool *p;
     pypool_stats st = busy_stats(&p, 4096, true);
     cr_assert_eq(st.size, 4096u);
+    /* The slots never started are reported, so that the states add up to the size. */
+    char empty[96];
+    snprintf(empty, sizeof empty, "pypool_workers{pool=\"big\",state=\"empty\"} %u\n",
+             st.size - st.idle - st.busy - st.starting - st.backoff - st.failed);
+    cr_assert_gt(st.size - st.idle - st.busy - st.starting - st.backoff - st.failed, 4000u);
     for (int f = PYPOOL_FORMAT_PROMETHEUS; f <= PYPOOL_FORMAT_JSON; f++) {
         char *text = format_stats(&st, f, "big");
         cr_assert_not_null(strstr(text, f == PYPOOL_FORMAT_JSON ? "]}\n" : "_count{pool=\"big\"}"),
                            "the text does not end as it should");
+        if (f == PYPOOL_FORMAT_PROMETHEUS)
+            cr_assert_not_null(strstr(text, empty), "missing %s", empty);
         free(text);
     }
     cr_assert_eq(pypool_stats_format(NULL, PYPOOL_FORMAT_JSON, "x", NULL, 0), PYPOOL_EINVAL);
