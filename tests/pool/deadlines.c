@@ -3,6 +3,11 @@
  * without disturbing anyone; a handler running past its deadline costs its worker (killed and
  * restarted) and never leaks a stale reply; one deadline covers waiting and running; the pool
  * defaults apply to negative timeouts.
+ *
+ * Workers are kept busy by checking them out (held until the test checks them in), not by
+ * calls that sleep a fixed time hoped to outlast the test's next steps; the handlers that must
+ * run past a deadline sleep far longer (30 s) than any bound asserted, so that an ignored
+ * deadline shows as a wrong result, not as a slightly late one.
  */
 #define _GNU_SOURCE
 #include "pool_test.h"
@@ -17,10 +22,13 @@ Test(pool_deadlines, one_ms_deadline_while_all_busy_fails_fast_and_disturbs_nobo
     int before[2];
     cr_assert_eq(pt_slot_pids(p, before, 2), 2, "eager pool of 2 has 2 pids");
 
-    pt_call_job busy[2];
-    for (int i = 0; i < 2; i++)
-        pt_call_start(&busy[i], p, NULL, "sleep", "5.0", 30000);
-    bool both_busy = pt_wait_busy(p, 2, 5000);
+    /* Both workers busy until checked in: nothing but the deadlines can end the calls below. */
+    pypool_worker *held[2];
+    for (int i = 0; i < 2; i++) {
+        int rc = pypool_checkout(p, 10000, &held[i]);
+        PT_ASSERT_RC(rc, PYPOOL_OK, NULL, "checkout of a worker to keep busy");
+    }
+    cr_assert_eq(pt_stats(p).busy, 2, "both workers busy");
 
     pypool_result r;
     int64_t t0 = tu_now_ms();
@@ -41,24 +49,25 @@ Test(pool_deadlines, one_ms_deadline_while_all_busy_fails_fast_and_disturbs_nobo
     int rc_co = pypool_checkout(p, 1, &w);
     int64_t took_co = tu_now_ms() - t0;
 
-    for (int i = 0; i < 2; i++)
-        pt_call_join(&busy[i]);
-
-    cr_assert(both_busy, "the two sleep calls never made both workers busy");
     cr_assert_eq(rc_1ms, PYPOOL_ETIMEDOUT, "1 ms deadline: %s: %s", pypool_strerror(rc_1ms),
                  msg_1ms);
-    /* Bounds that tell an enforced deadline from an ignored one (the workers are busy for 5 s),
-     * not speed targets: a loaded machine must pass them. */
-    cr_assert_lt(took_1ms, 2500, "1 ms deadline returned after %lld ms", (long long)took_1ms);
+    /* An ignored deadline would wait for a checkin that comes only after these: the bounds
+     * just say "returned without it", generously, on a loaded machine. */
+    cr_assert_lt(took_1ms, 10000, "1 ms deadline returned after %lld ms", (long long)took_1ms);
     cr_assert_eq(rc_0ms, PYPOOL_ETIMEDOUT, "timeout 0: %s", pypool_strerror(rc_0ms));
-    cr_assert_lt(took_0ms, 2500, "timeout 0 returned after %lld ms", (long long)took_0ms);
+    cr_assert_lt(took_0ms, 10000, "timeout 0 returned after %lld ms", (long long)took_0ms);
     cr_assert_eq(rc_co, PYPOOL_ETIMEDOUT, "checkout(1 ms): %s", pypool_strerror(rc_co));
     cr_assert_null(w);
-    cr_assert_lt(took_co, 2500, "checkout(1 ms) returned after %lld ms", (long long)took_co);
+    cr_assert_lt(took_co, 10000, "checkout(1 ms) returned after %lld ms", (long long)took_co);
+
+    /* Nobody was disturbed: the busy workers serve their holders as before. */
     for (int i = 0; i < 2; i++) {
-        PT_ASSERT_JOB(&busy[i], PYPOOL_OK, "the busy call");
-        cr_assert(busy[i].worker_pid == before[0] || busy[i].worker_pid == before[1],
-                  "busy call served by unknown pid %d", busy[i].worker_pid);
+        rc = pypool_worker_call(held[i], "echo", "mine", 4, 10000, &r);
+        PT_ASSERT_REPLY(rc, &r, "mine", "a call on a held worker after the timeouts");
+        cr_assert(r.worker_pid == before[0] || r.worker_pid == before[1],
+                  "held worker served by unknown pid %d", r.worker_pid);
+        pypool_result_free(&r);
+        pypool_checkin(held[i]);
     }
 
     int after[2];
@@ -85,22 +94,22 @@ Test(pool_deadlines, handler_past_deadline_times_out_and_next_call_gets_its_own_
 
     pypool_result r;
     int64_t t0 = tu_now_ms();
-    int rc = pt_call_str(p, "sleep", "5", 300, &r);
+    int rc = pt_call_str(p, "sleep", "30", 300, &r);
     int64_t took = tu_now_ms() - t0;
-    PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "sleep 5 s with a 300 ms deadline");
+    PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "sleep 30 s with a 300 ms deadline");
     pypool_result_free(&r);
     cr_assert_geq(took, 280, "timed out early, after %lld ms", (long long)took);
-    cr_assert_lt(took, 4000, "timed out late, after %lld ms", (long long)took);
+    cr_assert_lt(took, 10000, "timed out late, after %lld ms", (long long)took);
 
     /* The worker's state is unknown: it must be killed (not left to finish its sleep). */
-    cr_assert(tu_wait_pid_gone(old_pid, 3000), "timed-out worker %d still exists 3 s later",
+    cr_assert(tu_wait_pid_gone(old_pid, 10000), "timed-out worker %d still exists 10 s later",
               old_pid);
 
     rc = pt_call_str(p, "echo", "my-own-reply", 15000, &r);
     PT_ASSERT_REPLY(rc, &r, "my-own-reply", "the call after the timeout");
     cr_assert_neq(r.worker_pid, old_pid, "served by the killed worker");
     pypool_result_free(&r);
-    cr_assert(pt_wait_idle(p, 1, 5000), "the slot did not come back to idle");
+    cr_assert(pt_wait_idle(p, 1, 10000), "the slot did not come back to idle");
 
     pypool_stats s = pt_stats(p);
     cr_assert_eq(s.call_timeouts, 1, "stats.call_timeouts %llu",
@@ -110,35 +119,67 @@ Test(pool_deadlines, handler_past_deadline_times_out_and_next_call_gets_its_own_
     pt_destroy(p);
 }
 
-Test(pool_deadlines, one_deadline_covers_waiting_and_running, .timeout = 60)
+/*
+ * One round of "one deadline covers waiting and running": the only worker is held (checked
+ * out) while a call with deadline D waits for it; it is checked in once the call has waited
+ * D/2, and the call then needs 0.6 D more (a sleep: never less). A deadline that covers both
+ * cuts the call while it runs; one restarted at checkout would let it finish. Returns false if
+ * the round proves nothing: the checkin came after the deadline (a slow machine), so the call
+ * timed out while still waiting.
+ */
+static bool waiting_and_running_round(pypool *p, int64_t deadline_ms, char *seen, size_t len)
+{
+    pypool_worker *holder = NULL;
+    int rc = pypool_checkout(p, 30000, &holder);
+    PT_ASSERT_RC(rc, PYPOOL_OK, NULL, "checkout of the only worker");
+    uint64_t cut_before = pt_stats(p).call_timeouts;
+
+    char run[32];
+    snprintf(run, sizeof run, "%.3f", (double)deadline_ms * 0.6 / 1000.0);
+    pt_call_job job;
+    pt_call_start(&job, p, NULL, "sleep", run, deadline_ms);
+    bool waits = pt_wait_waiters(p, 1, 30000);
+    /* started_ms was written before the call queued, and stats (under the pool's lock) saw it
+     * queued: reading it here is ordered after the write. */
+    int64_t release_at = job.started_ms + deadline_ms / 2;
+    int64_t now = tu_now_ms();
+    if (release_at > now)
+        tu_sleep_ms(release_at - now); /* the scenario's own waiting half, not a guess */
+    pypool_checkin(holder);
+    pt_call_join(&job);
+    int64_t took = job.ended_ms - job.started_ms;
+    bool cut_running = pt_stats(p).call_timeouts == cut_before + 1;
+
+    cr_assert(waits, "the call never queued for the held worker");
+    size_t used = strlen(seen);
+    snprintf(seen + used, len - used, " [deadline %lld ms: %s after %lld ms, %s]",
+             (long long)deadline_ms, pypool_strerror(job.rc), (long long)took,
+             cut_running ? "cut while running" : "not while running");
+    cr_assert_neq(job.rc, PYPOOL_OK,
+                  "waited %lld ms, then ran %s s: it exceeded its %lld ms deadline yet "
+                  "succeeded (the deadline restarted at checkout):%s",
+                  (long long)(deadline_ms / 2), run, (long long)deadline_ms, seen);
+    PT_ASSERT_JOB(&job, PYPOOL_ETIMEDOUT, "wait + run past the deadline");
+    cr_assert_geq(took, deadline_ms - 50, "timed out early:%s", seen);
+    cr_assert_lt(took, deadline_ms + 10000, "timed out long after the deadline:%s", seen);
+    return cut_running;
+}
+
+Test(pool_deadlines, one_deadline_covers_waiting_and_running, .timeout = 90)
 {
     pypool_config cfg;
     tu_config(&cfg, "echo_mod", 1);
     pypool *p = pt_create(&cfg);
 
-    pt_call_job holder;
-    pt_call_start(&holder, p, NULL, "sleep", "0.6", 30000);
-    bool busy = pt_wait_busy(p, 1, 5000);
+    char seen[512] = "";
+    bool conclusive = false;
+    for (int64_t deadline = 900; deadline <= 7200 && !conclusive; deadline *= 2)
+        conclusive = waiting_and_running_round(p, deadline, seen, sizeof seen);
+    fprintf(stderr, "waiting + running:%s\n", seen);
+    cr_assert(conclusive, "the worker was never checked in before the call's deadline:%s", seen);
 
-    /* Waits ~0.6 s for the worker, then needs 0.6 s more: a 0.9 s deadline must cut it. */
     pypool_result r;
-    int64_t t0 = tu_now_ms();
-    int rc = pt_call_str(p, "sleep", "0.6", 900, &r);
-    int64_t took = tu_now_ms() - t0;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", pt_msg(&r));
-    pypool_result_free(&r);
-    pt_call_join(&holder);
-
-    cr_assert(busy, "the holder never made the worker busy");
-    PT_ASSERT_JOB(&holder, PYPOOL_OK, "the holder's call");
-    cr_assert_eq(rc, PYPOOL_ETIMEDOUT,
-                 "wait + run exceeded the 900 ms deadline but got %s after %lld ms: %s",
-                 pypool_strerror(rc), (long long)took, msg);
-    cr_assert_geq(took, 850, "timed out early, after %lld ms", (long long)took);
-    cr_assert_lt(took, 5000, "timed out after %lld ms, deadline was 900 ms", (long long)took);
-
-    rc = pt_call_str(p, "echo", "after", 15000, &r);
+    int rc = pt_call_str(p, "echo", "after", 15000, &r);
     PT_ASSERT_REPLY(rc, &r, "after", "the call after the timeout");
     pypool_result_free(&r);
     pt_destroy(p);
@@ -154,28 +195,31 @@ Test(pool_deadlines, negative_timeouts_use_the_pool_defaults, .timeout = 60)
 
     pypool_result r;
     int64_t t0 = tu_now_ms();
-    int rc = pt_call_str(p, "sleep", "5", -1, &r);
+    int rc = pt_call_str(p, "sleep", "30", -1, &r);
     int64_t took = tu_now_ms() - t0;
     PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "call with timeout -1 (call_timeout_ms 300)");
     pypool_result_free(&r);
-    cr_assert(took >= 280 && took < 4000, "default call deadline hit after %lld ms",
+    cr_assert(took >= 280 && took < 10000, "default call deadline hit after %lld ms",
               (long long)took);
 
-    /* Occupy the (restarted) worker, then a default checkout must give up after ~200 ms. */
-    pt_call_job holder;
-    pt_call_start(&holder, p, NULL, "sleep", "5.0", 30000);
-    bool busy = pt_wait_busy(p, 1, 15000);
+    /* Occupy the (restarted) worker until checked in, then a default checkout must give up
+     * after ~200 ms. */
+    pypool_worker *holder = NULL;
+    rc = pypool_checkout(p, 30000, &holder);
+    PT_ASSERT_RC(rc, PYPOOL_OK, NULL, "checkout of the restarted worker");
     uint64_t restarts = pt_stats(p).restarts;
     pypool_worker *w = NULL;
     t0 = tu_now_ms();
     int rc_co = pypool_checkout(p, -1, &w);
     int64_t took_co = tu_now_ms() - t0;
-    pt_call_join(&holder);
+    rc = pypool_worker_call(holder, "echo", "held", 4, 10000, &r);
+    PT_ASSERT_REPLY(rc, &r, "held", "the held worker after the checkout timeout");
+    pypool_result_free(&r);
+    pypool_checkin(holder);
 
-    cr_assert(busy, "the holder never made the worker busy");
-    PT_ASSERT_JOB(&holder, PYPOOL_OK, "the holder's call");
     cr_assert_eq(rc_co, PYPOOL_ETIMEDOUT, "checkout(-1): %s", pypool_strerror(rc_co));
-    cr_assert(took_co >= 180 && took_co < 3000, "default checkout deadline hit after %lld ms",
+    cr_assert_null(w);
+    cr_assert(took_co >= 180 && took_co < 10000, "default checkout deadline hit after %lld ms",
               (long long)took_co);
     cr_assert_eq(pt_stats(p).restarts, restarts, "a checkout timeout restarted a worker");
     pt_destroy(p);

@@ -26,7 +26,7 @@ Test(pool_fifo, eight_waiters_are_served_in_arrival_order, .timeout = 60)
         char payload[16];
         snprintf(payload, sizeof payload, "w%d", i);
         pt_call_start(&jobs[i], p, NULL, "seq", payload, 30000);
-        queued[i] = pt_wait_waiters(p, (unsigned)i + 1, 5000);
+        queued[i] = pt_wait_waiters(p, (unsigned)i + 1, 30000);
     }
     pypool_checkin(w);
     for (int i = 0; i < FIFO_WAITERS; i++)
@@ -61,7 +61,7 @@ Test(pool_fifo, max_waiters_two_third_waiter_gets_ebusy_at_once, .timeout = 60)
     pt_call_job jobs[2];
     pt_call_start(&jobs[0], p, NULL, "echo", "first", 30000);
     pt_call_start(&jobs[1], p, NULL, "echo", "second", 30000);
-    bool two_wait = pt_wait_waiters(p, 2, 5000);
+    bool two_wait = pt_wait_waiters(p, 2, 30000);
 
     pypool_result r;
     int64_t t0 = tu_now_ms();

@@ -67,6 +67,11 @@ static int count_children(pid_t *first, char *first_state)
     return n;
 }
 
+static bool threads_at_most(void *arg)
+{
+    return tu_count_threads() <= *(int *)arg;
+}
+
 static void step(int iter, const char *what)
 {
     pthread_mutex_lock(&wd_mu);
@@ -210,6 +215,9 @@ int main(int argc, char **argv)
     int64_t t0 = tu_now_ms();
     for (int i = 0; i < pools && failures < 10; i++) {
         one_pool(i);
+        /* destroy joined the reaper, but a joined thread can stay listed in /proc/self/task
+         * for a moment: wait for it to go (10 s: a bound for "never"). */
+        tu_wait_until(threads_at_most, &threads0, 10000);
         int fds = tu_count_fds(), threads = tu_count_threads();
         int children = count_children(&cpid, &cstate);
         if (fds != fds0)

@@ -117,8 +117,8 @@ Test(sup_recycle, worker_over_the_rss_limit_is_replaced_without_an_error, .timeo
     PT_ASSERT_REPLY(rc, &r, "ok", "the call that grows RSS to ~180 MiB");
     cr_assert_eq(r.worker_pid, pid);
     pypool_result_free(&r);
-    cr_assert(pt_wait_replaced(p, pid, 15000), "the worker over the RSS limit was not replaced");
-    cr_assert(tu_wait_pid_gone(pid, 5000), "the retired worker %d still exists", pid);
+    cr_assert(pt_wait_replaced(p, pid, 30000), "the worker over the RSS limit was not replaced");
+    cr_assert(tu_wait_pid_gone(pid, 10000), "the retired worker %d still exists", pid);
 
     rc = pt_call_str(p, "echo", "fresh", 10000, &r);
     PT_ASSERT_REPLY(rc, &r, "fresh", "a call on the replacement");

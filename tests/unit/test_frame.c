@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -529,11 +530,12 @@ Test(frame, silent_peer_hits_the_deadline, .timeout = 30)
     cr_assert_eq(len, 2);
     cr_assert_arr_eq(body, "hi", 2);
 
-    /* A deadline already past returns at once. */
+    /* A deadline already past returns at once: nothing is ever written, so a read that waited
+     * would wait forever (or until some default); 5 s tells the two apart on a loaded machine. */
     int64_t t0 = tu_now_ms();
     rc = pypool__frame_read(&r, pypool__now_ns() - PYPOOL__MS, &body, &len);
     cr_assert_eq(rc, PYPOOL_ETIMEDOUT);
-    cr_assert_lt(tu_now_ms() - t0, 50, "a past deadline must not block");
+    cr_assert_lt(tu_now_ms() - t0, 5000, "a past deadline must not block");
     pypool__reader_free(&r);
     close_pipe(&tp);
 }
@@ -546,6 +548,18 @@ static void on_usr1(int sig)
 {
     (void)sig;
     atomic_fetch_add(&usr1_hits, 1);
+}
+
+/* tu_wait_until predicates: the handler ran since *arg hits; the pipe *arg has no byte left. */
+static bool usr1_ran(void *arg)
+{
+    return atomic_load(&usr1_hits) > *(int *)arg;
+}
+
+static bool pipe_drained(void *arg)
+{
+    int unread = -1;
+    return ioctl(*(int *)arg, FIONREAD, &unread) == 0 && unread == 0;
 }
 
 typedef struct blocked_reader {
@@ -589,13 +603,22 @@ Test(frame, eintr_during_blocking_read_does_not_break_it, .timeout = 30)
         tu_sleep_ms(1);
     cr_assert(tu_wait_thread_blocked(atomic_load(&br.tid), 10000), "the reader never blocked");
 
+    /* Each signal lands on a reader blocked in poll()/read(): sent once it sleeps there, and the
+     * next one only once the handler ran and the reader is back in its blocking call. */
     for (int i = 0; i < 5; i++) {
+        int hits = atomic_load(&usr1_hits);
         cr_assert_eq(pthread_kill(br.thread, SIGUSR1), 0);
-        tu_sleep_ms(20);
-        if (i == 2)
+        cr_assert(tu_wait_until(usr1_ran, &hits, 10000), "SIGUSR1 %d was never handled", i);
+        if (i == 2) {
             raw_write(tp.wr, "\x00\x00\x00\x05", 4); /* block inside the frame too */
+            cr_assert(tu_wait_until(pipe_drained, &tp.rd, 10000),
+                      "the reader never took the header");
+        }
+        cr_assert(tu_wait_thread_blocked(atomic_load(&br.tid), 10000),
+                  "the reader did not block again after SIGUSR1 %d", i);
     }
-    cr_assert_geq(atomic_load(&usr1_hits), 1, "SIGUSR1 was never delivered");
+    cr_assert_eq(atomic_load(&usr1_hits), 5, "SIGUSR1 handled %d times, sent 5",
+                 atomic_load(&usr1_hits));
     raw_write(tp.wr, "after", 5);
     pthread_join(br.thread, NULL);
 

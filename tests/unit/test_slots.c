@@ -221,7 +221,9 @@ Test(slots, breaking_a_slot_fails_its_own_waiters_at_once_and_no_one_else)
     pthread_join(mine.thread, NULL);
     cr_assert_eq(mine.rc, PYPOOL_ESESSION, "the slot's own waiter got %s",
                  pypool_strerror(mine.rc));
-    cr_assert_lt(tu_now_ms() - t0, 5000, "the waiter was not failed at the break");
+    /* ESESSION (not ETIMEDOUT at its 20 s deadline) says it was failed by the break; the bound
+     * only gives a late failure a message. */
+    cr_assert_lt(tu_now_ms() - t0, 15000, "the waiter was not failed at the break");
     cr_assert_eq(waiters_now(p), 1u, "the waiter for any worker must stay");
     pypool__checkin(p, b, PYPOOL__BREAK_NONE);
     pthread_join(any.thread, NULL);

@@ -54,6 +54,17 @@ static int create_one(pypool_config *cfg, pypool **out, int64_t *took_ms)
     cr_assert_not_null(strstr(pypool_last_error(), (needle)),                                      \
                        "pypool_last_error() lacks \"%s\": \"%s\"", (needle), pypool_last_error())
 
+/*
+ * A start that fails on its own (import error, missing interpreter, garbage) must be reported as
+ * that failure, not as the startup timeout. The tests give the start a timeout far longer than
+ * any of these takes even on a loaded machine (STARTUP_TIMEOUT_MS) and check the message says
+ * what happened and not "did not say Hello within": the cause, not a race against a clock.
+ */
+#define STARTUP_TIMEOUT_MS 30000
+#define ASSERT_NOT_THE_TIMEOUT()                                                                   \
+    cr_assert_null(strstr(pypool_last_error(), "did not say Hello within"),                        \
+                   "reported as the startup timeout: \"%s\"", pypool_last_error())
+
 static void assert_spawn_failed(int rc, pypool *p, const char *what)
 {
     cr_assert_eq(rc, PYPOOL_ESPAWN, "%s: pypool_create returned %d (%s), error \"%s\"", what, rc,
@@ -104,12 +115,14 @@ Test(handshake, module_raising_on_import_is_espawn_with_traceback, .timeout = 60
 {
     pypool_config cfg;
     tu_config(&cfg, "raise_on_import", 1);
+    cfg.startup_timeout_ms = STARTUP_TIMEOUT_MS;
     pypool *p = NULL;
     int64_t took;
     int rc = create_one(&cfg, &p, &took);
     assert_spawn_failed(rc, p, "module raising on import");
     ASSERT_ERR_HAS("boom at import");
     ASSERT_ERR_HAS("RuntimeError");
+    ASSERT_NOT_THE_TIMEOUT();
     cr_assert_lt(took, cfg.startup_timeout_ms,
                  "an import error took %lld ms: it must not wait for the startup timeout",
                  (long long)took);
@@ -121,13 +134,18 @@ Test(handshake, missing_interpreter_is_espawn_fast, .timeout = 60)
     pypool_config cfg;
     tu_config(&cfg, "echo_mod", 1);
     cfg.python = "/nonexistent/python3";
+    cfg.startup_timeout_ms = STARTUP_TIMEOUT_MS;
     pypool *p = NULL;
     int64_t took;
     int rc = create_one(&cfg, &p, &took);
     assert_spawn_failed(rc, p, "missing interpreter");
-    cr_assert_lt(took, 2000, "a missing interpreter took %lld ms to report", (long long)took);
+    cr_assert_lt(took, cfg.startup_timeout_ms,
+                 "a missing interpreter took %lld ms to report: it must not wait for the startup "
+                 "timeout",
+                 (long long)took);
     ASSERT_ERR_HAS("/nonexistent/python3");
     ASSERT_ERR_HAS("No such file");
+    ASSERT_NOT_THE_TIMEOUT();
     assert_no_children_left("missing interpreter");
 }
 
@@ -138,12 +156,14 @@ Test(handshake, interpreter_without_protobuf_is_espawn, .timeout = 60)
     pypool_config cfg;
     tu_config(&cfg, "echo_mod", 1);
     cfg.python_path = PYPOOL_TEST_MODULES "/noproto:" PYPOOL_TEST_MODULES;
+    cfg.startup_timeout_ms = STARTUP_TIMEOUT_MS;
     pypool *p = NULL;
     int64_t took;
     int rc = create_one(&cfg, &p, &took);
     assert_spawn_failed(rc, p, "interpreter without protobuf");
     ASSERT_ERR_HAS("google.protobuf");
     ASSERT_ERR_HAS("python3-protobuf");
+    ASSERT_NOT_THE_TIMEOUT();
     cr_assert_lt(took, cfg.startup_timeout_ms, "took %lld ms: it must not wait for the timeout",
                  (long long)took);
     assert_no_children_left("wrong interpreter");
@@ -160,8 +180,14 @@ Test(handshake, child_that_never_says_hello_hits_startup_timeout, .timeout = 60)
     assert_spawn_failed(rc, p, "never says Hello");
     cr_assert_geq(took, 450, "gave up after %lld ms, before the 500 ms startup timeout",
                   (long long)took);
-    cr_assert_leq(took, 3000, "a 500 ms startup timeout took %lld ms", (long long)took);
-    ASSERT_ERR_HAS("Hello");
+    /* The configured 500 ms, not the default (10 s), nor never: any bound below the default
+     * tells them apart, so it need not guess how loaded the machine is. */
+    pypool_config defaults;
+    pypool_config_init(&defaults);
+    cr_assert_lt(took, defaults.startup_timeout_ms,
+                 "a 500 ms startup timeout took %lld ms (the default is %lld ms)", (long long)took,
+                 (long long)defaults.startup_timeout_ms);
+    ASSERT_ERR_HAS("did not say Hello within 500 ms");
     assert_no_children_left("never says Hello");
 }
 
@@ -173,15 +199,16 @@ Test(handshake, child_writing_garbage_instead_of_hello_is_espawn, .timeout = 60)
     pypool_config cfg;
     tu_config(&cfg, NULL, 1);
     cfg.worker_argv = argv;
-    cfg.startup_timeout_ms = 10000;
+    cfg.startup_timeout_ms = STARTUP_TIMEOUT_MS;
     pypool *p = NULL;
     int64_t took;
     int rc = create_one(&cfg, &p, &took);
     assert_spawn_failed(rc, p, "garbage instead of Hello");
     /* The garbage is a protocol error at once; it must not be mistaken for "no Hello yet". */
-    cr_assert_lt(took, 5000, "garbage was only noticed after %lld ms (startup timeout 10 s)",
+    ASSERT_ERR_HAS("garbage instead of Hello");
+    ASSERT_NOT_THE_TIMEOUT();
+    cr_assert_lt(took, cfg.startup_timeout_ms, "garbage was only noticed after %lld ms",
                  (long long)took);
-    ASSERT_ERR_HAS("Hello");
     assert_no_children_left("garbage instead of Hello");
 }
 
@@ -497,7 +524,9 @@ Test(spawn, missing_program_is_espawn_with_reason, .timeout = 60)
     int64_t t0 = tu_now_ms();
     int rc = pypool__spawn(argv, spawn_envp, &c, err, sizeof err);
     cr_assert_eq(rc, PYPOOL_ESPAWN, "spawning a missing program: %d (%s)", rc, pypool_strerror(rc));
-    cr_assert_lt(tu_now_ms() - t0, 2000);
+    /* posix_spawn reports the failed exec itself: nothing to wait for (a generous bound only
+     * gives a hang a message). */
+    cr_assert_lt(tu_now_ms() - t0, 10000);
     cr_assert_not_null(strstr(err, "/nonexistent/python3"), "err lacks the path: %s", err);
     cr_assert_not_null(strstr(err, "No such file"), "err lacks the reason: %s", err);
     cr_assert_eq(c.pid, 0, "a pid for a failed spawn");
@@ -565,11 +594,12 @@ static void child_fd_list(pid_t pid, char *out, size_t len)
  * The child's fd list once it settled. posix_spawn returns when the child's exec replaced its
  * memory, a moment before the kernel closes its close-on-exec fds (and while ld.so still has
  * libc open), so a list taken at once can show every fd of this process. A leaked pipe stays;
- * the transient ones go: poll until the list is the expected one or 2 s passed.
+ * the transient ones go: poll until the list is the expected one or 10 s passed (a bound for
+ * "never", not a guess at how long the kernel takes).
  */
 static void settled_child_fd_list(pid_t pid, const char *expected, char *out, size_t len)
 {
-    int64_t end = tu_now_ms() + 2000;
+    int64_t end = tu_now_ms() + 10000;
     for (;;) {
         child_fd_list(pid, out, len);
         if (strcmp(out, expected) == 0 || tu_now_ms() >= end)
