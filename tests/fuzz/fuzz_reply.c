@@ -212,8 +212,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int reason = -1;
     last_rc = 1;
     int64_t t0 = pypool__now_ns();
+    int64_t wait_start = 0; /* no wait to record: the slot is in hand already */
     int rc = pypool__slot_call(pool, slot, session ? "fuzz-session" : NULL, "echo", "ping", 4,
-                               pypool__deadline_after_ms(10000), &r, &reason);
+                               pypool__deadline_after_ms(10000), &wait_start, &r, &reason);
     last_rc = rc;
     check(pypool__now_ns() - t0 < 2000 * PYPOOL__MS, "the call waited although EOF was there");
     check_outcome(rc, &r, reason, &e, request_read);
