@@ -66,7 +66,8 @@ Test(pool_failures, sigkill_of_busy_worker_fails_only_its_call, .timeout = 90)
     pypool *p = pt_create(&cfg);
 
     pt_call_job victim;
-    pt_call_start(&victim, p, NULL, "sleep", "20", 60000);
+    /* Longer than the test can take: only the kill ends it, however slow the machine. */
+    pt_call_start(&victim, p, NULL, "sleep", "600", 600000);
     cr_assert(pt_wait_busy(p, 1, 5000), "the sleep call never made a worker busy");
     int kpid = pt_busy_pid(p);
     cr_assert_gt(kpid, 0);
