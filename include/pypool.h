@@ -31,7 +31,7 @@ extern "C" {
 #define PYPOOL_VERSION_MAJOR    0
 #define PYPOOL_VERSION_MINOR    2
 #define PYPOOL_VERSION_PATCH    0
-#define PYPOOL_PROTOCOL_VERSION 1
+#define PYPOOL_PROTOCOL_VERSION 2
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PYPOOL_API __attribute__((visibility("default")))
@@ -85,6 +85,18 @@ typedef void (*pypool_log_fn)(void *ud, int level, int worker_pid, const char *l
  * header keeps working with a newer library: the library reads and writes only that many bytes
  * and gives every field the caller does not know its default. Fields are never reordered.
  */
+/*
+ * A host function: serves a handler's ctx.host(name, payload). Returns 0 with *reply set to a
+ * malloc'ed buffer of *reply_len bytes (the library frees it; NULL with length 0 is an empty
+ * reply), or a non-zero code: the handler's ctx.host raises pypool.HostError(code). It runs on
+ * the thread that waits for the call, with no pool lock held; it may call into other pools,
+ * but not wait on a call of its own pool's worker that made it (that worker is busy).
+ */
+typedef int (*pypool_host_fn)(void *ud, const char *name, const void *payload, size_t len,
+                              void **reply, size_t *reply_len);
+
+#define PYPOOL_MAX_INFLIGHT 4096
+
 typedef struct pypool_config {
     size_t struct_size;      /* set by pypool_config_init: sizeof the caller's struct */
     unsigned size;           /* slots (default 4) */
@@ -119,6 +131,22 @@ typedef struct pypool_config {
      * output (PYPOOL_LOG_OUTPUT) always is. Default PYPOOL_LOG_WARN: a pool's start and stop
      * print nothing. PYPOOL_LOG_INFO shows spawns, exits, restarts and recycles. */
     int log_level;
+
+    /* since 0.3: multiplexed workers and host calls */
+    /* Calls one worker may hold at once (default 1: a call has its worker to itself, and a call
+     * past its deadline kills it). With N > 1 (at most PYPOOL_MAX_INFLIGHT) calls go to the
+     * worker with the fewest in flight; the worker runs async handlers as tasks, threaded ones
+     * on its threads and plain ones one at a time, and a call past its deadline is cancelled
+     * instead of killing the worker (see cancel_grace_ms). docs/PYTHON.md has the Python side. */
+    unsigned max_inflight;
+    /* A cancelled call (deadline passed with max_inflight > 1, or a stream closed early) still
+     * running this long after its Cancel kills its worker (default 5000). */
+    int64_t cancel_grace_ms;
+    /* Serves ctx.host(name, payload) from handlers, on the thread waiting for that call (the
+     * caller of pypool_call, pypool_session_call, pypool_worker_call or pypool_stream_next).
+     * NULL: the handler's ctx.host raises pypool.HostError. */
+    pypool_host_fn host_fn;
+    void *host_ud;
 } pypool_config;
 
 /* Fills the first `struct_size` bytes of *cfg with defaults; use the macro below. */
@@ -287,6 +315,32 @@ PYPOOL_API void pypool_stats_get_sized(pypool *p, pypool_stats *out, size_t stru
  */
 PYPOOL_API unsigned pypool_stats_slots(pypool *p, unsigned first, pypool_slot_stats *out,
                                        unsigned max);
+
+/*
+ * Streams: a handler that is a generator (or async generator) yields chunks; the worker sends
+ * each as it is yielded.
+ *
+ * pypool_stream_open checks a worker out (one of its lanes when max_inflight > 1) and sends the
+ * request. timeout_ms bounds waiting for a worker plus the whole stream (< 0: call_timeout_ms).
+ * pypool_stream_next returns PYPOOL_OK with the next chunk in *chunk (free it with
+ * pypool_result_free), PYPOOL_DONE once the stream ended, or an error: PYPOOL_EREMOTE with the
+ * handler's exception when it raised (after any chunks), PYPOOL_ETIMEDOUT when no chunk came
+ * within timeout_ms (the stream stays usable; < 0 waits until the stream's deadline, after
+ * which the stream is over). A handler that does not stream gives one chunk, then PYPOOL_DONE.
+ * Once a stream is over, pypool_stream_next keeps returning its final code.
+ * pypool_stream_close ends it at any point: an unfinished stream is cancelled (the generator
+ * is closed in the worker) and the worker serves again, unless it ignores the cancel for
+ * cancel_grace_ms, which kills it. NULL-safe. A stream must be closed before pypool_destroy
+ * can finish (destroy ends unfinished streams with PYPOOL_ESHUTDOWN, like calls).
+ * One stream is used by one thread at a time.
+ */
+#define PYPOOL_DONE 1
+typedef struct pypool_stream pypool_stream;
+PYPOOL_API int pypool_stream_open(pypool *p, const char *session_id, const char *method,
+                                  const void *payload, size_t len, int64_t timeout_ms,
+                                  pypool_stream **out);
+PYPOOL_API int pypool_stream_next(pypool_stream *s, int64_t timeout_ms, pypool_result *chunk);
+PYPOOL_API void pypool_stream_close(pypool_stream *s);
 
 enum { PYPOOL_FORMAT_PROMETHEUS = 1, PYPOOL_FORMAT_JSON = 2 };
 

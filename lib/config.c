@@ -38,6 +38,8 @@ static void config_defaults(pypool_config *cfg)
     cfg->restart_backoff_max_ms = 5000;
     cfg->crash_loop_starts = 3;
     cfg->log_level = PYPOOL_LOG_WARN;
+    cfg->max_inflight = 1;
+    cfg->cancel_grace_ms = 5000;
 }
 
 void pypool_config_init_sized(pypool_config *cfg, size_t struct_size)
@@ -93,6 +95,11 @@ static int validate(const pypool_config *cfg)
         return pypool__set_error(PYPOOL_EINVAL, "restart backoff range is invalid");
     if (cfg->crash_loop_starts == 0)
         return pypool__set_error(PYPOOL_EINVAL, "crash_loop_starts must be >= 1");
+    if (cfg->max_inflight == 0 || cfg->max_inflight > PYPOOL_MAX_INFLIGHT)
+        return pypool__set_error(PYPOOL_EINVAL, "max_inflight must be 1..%d (got %u)",
+                                 PYPOOL_MAX_INFLIGHT, cfg->max_inflight);
+    if (cfg->cancel_grace_ms < 0)
+        return pypool__set_error(PYPOOL_EINVAL, "cancel_grace_ms must be >= 0");
     return 0;
 }
 
@@ -295,7 +302,8 @@ static bool env_overridden(const char *entry, const char *const *extra)
     const char *eq = strchr(entry, '=');
     size_t klen = eq ? (size_t)(eq - entry) : strlen(entry);
     static const char *const ours[] = {"PYTHONPATH", "PYTHONSAFEPATH", "PYPOOL_PARENT_PID",
-                                       "PYPOOL_MAX_FRAME", "PYPOOL_PROTOCOL_VERSION"};
+                                       "PYPOOL_MAX_FRAME", "PYPOOL_PROTOCOL_VERSION",
+                                       "PYPOOL_MAX_INFLIGHT"};
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         if (strlen(ours[i]) == klen && strncmp(entry, ours[i], klen) == 0)
             return true;
@@ -365,6 +373,9 @@ static char **build_envp(const pypool_config *cfg, const char *runtime)
     if (ok)
         ok = (envp[n++] = pypool__strdup_printf("PYPOOL_PROTOCOL_VERSION=%d",
                                                 PYPOOL_PROTOCOL_VERSION)) != NULL;
+    if (ok)
+        ok = (envp[n++] = pypool__strdup_printf("PYPOOL_MAX_INFLIGHT=%u", cfg->max_inflight)) !=
+             NULL;
     if (!ok) {
         free_strv(envp);
         return NULL;
