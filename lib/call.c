@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "exchange.h"
 #include "latency.h"
 #include "log.h"
 #include "sync.h"
@@ -110,39 +111,9 @@ static int call_failed(pypool *p, pypool__slot *s, int rc, const char *method, p
     }
 }
 
-/* Takes a decoded string field; empty ones stay (protobuf-c may point them at a static ""). */
-static char *take_string(char **field)
-{
-    char *s = *field;
-    if (!s || s == protobuf_c_empty_string || !*s)
-        return NULL;
-    *field = NULL;
-    return s;
-}
-
-/* Moves a decoded Response into the result. */
-static int fill_result(pypool__slot *s, Pypool__Response *resp, pypool_result *out)
-{
-    s->served++;
-    if (resp->error) {
-        s->pend_remote++;
-        out->error_type = take_string(&resp->error->type);
-        out->error_message = take_string(&resp->error->message);
-        out->traceback = take_string(&resp->error->traceback);
-        if (!out->error_type)
-            out->error_type = strdup("Exception");
-        if (!out->error_message)
-            out->error_message = strdup(out->error_type ? out->error_type : "remote error");
-        pypool__set_error(PYPOOL_EREMOTE, "%s: %s", out->error_type ? out->error_type : "",
-                          out->error_message ? out->error_message : "");
-        return PYPOOL_EREMOTE;
-    }
-    out->data = pypool__steal_bytes(&resp->payload, &out->len);
-    return out->data ? PYPOOL_OK : PYPOOL_ENOMEM;
-}
-
-/* Next whole frame from the reply pipe, blocking; an abort by the reaper wins over any data. */
-static int read_frame(pypool__slot *s, const uint8_t **body, uint32_t *len)
+/* Next whole frame from the reply pipe; an abort by the reaper wins over any data. Blocks,
+ * except that with until_ns >= 0 it first waits for data only until then (streams). */
+static int read_frame(pypool__slot *s, int64_t until_ns, const uint8_t **body, uint32_t *len)
 {
     for (;;) {
         int aborted = atomic_load(&s->call_abort);
@@ -151,39 +122,89 @@ static int read_frame(pypool__slot *s, const uint8_t **body, uint32_t *len)
         int rc = pypool__reader_next(&s->reader, body, len);
         if (rc != 0)
             return rc;
+        if (until_ns >= 0 && !pypool__fd_wait_readable(s->child.resp_fd, until_ns))
+            return PYPOOL__EUNTIL;
         rc = pypool__reader_fill(&s->reader); /* blocking read */
         if (rc < 0)
             return rc == PYPOOL_EPROTO ? rc : PYPOOL_EWORKER;
     }
 }
 
-/* Reads frames until the reply to `id`, dropping stale or unexpected ones. */
-static int read_reply(pypool *p, pypool__slot *s, uint64_t id, const char *method,
-                      pypool_result *out, int *reason)
+/* The exchange's source on an exclusive worker: the caller reads the pipe itself, dropping
+ * frames of other (stale) requests. */
+static int direct_next(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **out)
 {
+    pypool__slot *s = x->s;
     for (;;) {
         const uint8_t *body;
         uint32_t len;
-        int rc = read_frame(s, &body, &len);
+        int rc = read_frame(s, until_ns, &body, &len);
         if (rc < 0)
-            return call_failed(p, s, rc, method, out, reason);
+            return rc;
         Pypool__Envelope *env = pypool__envelope_decode(body, len);
         if (!env)
-            return protocol_error(p, s, method, "undecodable reply", out, reason);
-        if (env->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE && env->response->id == id) {
-            rc = fill_result(s, env->response, out);
-            pypool__envelope_free(env);
-            return rc;
+            return PYPOOL_EPROTO;
+        bool ours =
+            (env->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE && env->response->id == x->id) ||
+            (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL && env->host_call->call_id == x->id);
+        if (ours) {
+            *out = env;
+            return 0;
         }
-        pypool__log(p, PYPOOL_LOG_WARN, s->child.pid,
+        pypool__log(x->p, PYPOOL_LOG_WARN, s->child.pid,
                     "dropped an unexpected message (case %d, id %llu) while waiting for reply %llu",
                     (int)env->msg_case,
                     env->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE
                         ? (unsigned long long)env->response->id
                         : 0ull,
-                    (unsigned long long)id);
+                    (unsigned long long)x->id);
         pypool__envelope_free(env);
     }
+}
+
+static int direct_send(pypool__xchg *x, const void *frame, size_t len)
+{
+    struct iovec iov = {(void *)frame, len};
+    pypool__slot *s = x->s;
+    int rc =
+        pypool__frame_write_held(s->child.req_fd, s->child.resp_fd, &iov, 1, x->deadline_ns, NULL);
+    if (rc == PYPOOL_EWORKER) {
+        int aborted = atomic_load(&s->call_abort);
+        rc = aborted ? aborted : PYPOOL_EPROTO;
+    }
+    return rc;
+}
+
+void pypool__direct_xchg_init(pypool__xchg *x, pypool *p, pypool__slot *s, uint64_t id,
+                              const char *method, int64_t deadline_ns)
+{
+    *x = (pypool__xchg){.p = p,
+                        .s = s,
+                        .id = id,
+                        .method = method,
+                        .next = direct_next,
+                        .send = direct_send,
+                        .lane = -1,
+                        .deadline_ns = deadline_ns};
+}
+
+/* Reads until the reply to the request: its chunks joined, host calls served. */
+static int read_reply(pypool *p, pypool__slot *s, uint64_t id, const char *method,
+                      int64_t deadline_ns, pypool_result *out, int *reason)
+{
+    pypool__xchg x;
+    pypool__direct_xchg_init(&x, p, s, id, method, deadline_ns);
+    int rc = pypool__xchg_collect(&x, out);
+    if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE) {
+        s->served++;
+        s->pend_remote += rc == PYPOOL_EREMOTE;
+        if (!x.over) { /* a joined stream outgrew the frame limit: the worker is still at it */
+            pypool__slot_kill(p, s);
+            *reason = PYPOOL__BREAK_PROTO;
+        }
+        return rc;
+    }
+    return pypool__slot_failed(p, s, rc, method, out, reason);
 }
 
 /* The worker died without reading a byte of the request: it never saw it. */
@@ -241,7 +262,7 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
         return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
                     p->cfg.max_frame_bytes);
     if (rc == 0) {
-        rc = read_reply(p, s, h.id, method, out, reason);
+        rc = read_reply(p, s, h.id, method, deadline_ns, out, reason);
         if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE)
             pypool__latency_call(p, s->index, sent_at, pypool__now_ns());
     } else if (!(rc == PYPOOL_EWORKER && never_read(s, written)))
@@ -254,6 +275,46 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
         out->error_message = NULL;
     }
     return rc;
+}
+
+int pypool__slot_send(pypool *p, pypool__slot *s, const char *session_id, const char *method,
+                      const void *payload, size_t len, int64_t deadline_ns, uint64_t *id,
+                      pypool_result *out, int *reason)
+{
+    *reason = PYPOOL__BREAK_NONE;
+    out->worker_pid = s->child.pid;
+    pypool__request_hdr h = {.id = ++s->next_id,
+                             .method = method,
+                             .session_id = session_id,
+                             .deadline_ms = ms_left(deadline_ns, pypool__now_ns()),
+                             .payload_len = len};
+    *id = h.id;
+    size_t written = 0;
+    int rc = send_request(p, s, &h, payload, deadline_ns, &written);
+    if (rc == PYPOOL_EINVAL)
+        return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
+                    p->cfg.max_frame_bytes);
+    if (rc == PYPOOL_EWORKER && never_read(s, written)) {
+        *reason = PYPOOL__BREAK_CRASH;
+        return PYPOOL__ENOTSENT;
+    }
+    return rc ? call_failed(p, s, rc, method, out, reason) : 0;
+}
+
+int pypool__slot_cancel(pypool__slot *s, uint64_t id, int64_t deadline_ns)
+{
+    if (pypool__encode_cancel(&s->wbuf, id) != 0)
+        return PYPOOL_ENOMEM;
+    struct iovec iov = {s->wbuf.data, s->wbuf.len};
+    return pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, deadline_ns, NULL);
+}
+
+int pypool__slot_failed(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
+                        int *reason)
+{
+    if (rc == PYPOOL_EPROTO && atomic_load(&s->call_abort) == 0 && s->reader.err == 0)
+        return protocol_error(p, s, method, "undecodable reply", out, reason);
+    return call_failed(p, s, rc, method, out, reason);
 }
 
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason)

@@ -24,6 +24,22 @@ bool pypool__slot_channel_dirty(const pypool__slot *s);
 int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const char *method,
                       const void *payload, size_t len, int64_t deadline_ns, int64_t *wait_start,
                       pypool_result *out, int *reason);
+/* An exchange (exchange.h) read by the calling thread from an exclusive worker's pipe. */
+struct pypool__xchg;
+void pypool__direct_xchg_init(struct pypool__xchg *x, pypool *p, pypool__slot *s, uint64_t id,
+                              const char *method, int64_t deadline_ns);
+/* Sends a request on a checked-out exclusive slot (streams): its id in *id. 0, ENOTSENT when
+ * the worker died without reading it, or the caller's error (with *reason set). */
+int pypool__slot_send(pypool *p, pypool__slot *s, const char *session_id, const char *method,
+                      const void *payload, size_t len, int64_t deadline_ns, uint64_t *id,
+                      pypool_result *out, int *reason);
+/* Sends Cancel for request id on a checked-out exclusive slot, waiting until deadline_ns. */
+int pypool__slot_cancel(pypool__slot *s, uint64_t id, int64_t deadline_ns);
+/* Maps a channel error of an exclusive slot's exchange to the caller's error (kills and sets
+ * *reason as the call path does). */
+int pypool__slot_failed(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
+                        int *reason);
+
 /* Sends SessionClose on a checked-out slot. */
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 

@@ -18,6 +18,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "lanes.h"
 #include "state.h"
 #include "sync.h"
 
@@ -55,9 +56,37 @@ static int preferred_idle_locked(const pypool *p)
     return p->slots[last_slot].state == PYPOOL_SLOT_IDLE ? (int)last_slot : -1;
 }
 
-/* Takes an idle worker now if the request can be served without waiting. */
-static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline_ns)
+/*
+ * Multiplexed workers: the open worker (want's, or any) with the fewest calls in flight; the
+ * one this thread used last wins a tie (its caches, its CPU). -1 if all are full.
+ */
+static int least_loaded_locked(const pypool *p, int want)
 {
+    if (want >= 0)
+        return pypool__lane_open_locked(p, &p->slots[want]) ? want : -1;
+    int best = -1;
+    unsigned mine = last_pool == p ? last_slot : p->cfg.size;
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        const pypool__slot *s = &p->slots[i];
+        if (!pypool__lane_open_locked(p, s))
+            continue;
+        if (best < 0 || s->inflight < p->slots[best].inflight ||
+            (s->inflight == p->slots[best].inflight && i == mine))
+            best = (int)i;
+    }
+    return best;
+}
+
+/* Takes an idle worker (or a free lane of one) now if the request can be served at once. */
+static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline_ns, int *lane)
+{
+    if (p->cfg.max_inflight > 1) {
+        int i = least_loaded_locked(p, want);
+        if (i < 0)
+            return NULL;
+        *lane = (int)pypool__lane_take_locked(p, &p->slots[i]);
+        return &p->slots[i];
+    }
     pypool__slot *s = NULL;
     if (want < 0)
         want = preferred_idle_locked(p);
@@ -77,10 +106,11 @@ static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline
  * deadline. Called with mu held; returns with mu released.
  */
 static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_deadline_ns,
-                         pypool__slot **out)
+                         pypool__slot **out, int *lane)
 {
     pypool__waiter w = {.want = want,
                         .granted = -1,
+                        .lane = -1,
                         .thread = pthread_self(),
                         .call_deadline_ns = call_deadline_ns};
     atomic_init(&w.decided, 0);
@@ -99,8 +129,10 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
         if (!decided)
             return PYPOOL_ETIMEDOUT;
     }
-    if (w.granted >= 0)
+    if (w.granted >= 0) {
         *out = &p->slots[w.granted];
+        *lane = w.lane;
+    }
     return w.granted >= 0 ? 0 : w.err;
 }
 
@@ -114,15 +146,19 @@ static void failure_detail_locked(pypool *p, int rc, char **why)
 }
 
 int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
-                     int64_t call_deadline_ns, pypool__slot **out, char **why)
+                     int64_t call_deadline_ns, pypool__slot **out, int *lane, char **why)
 {
+    int no_lane;
+    if (!lane)
+        lane = &no_lane;
+    *lane = -1;
     *out = NULL;
     *why = NULL;
     pypool__lock(&p->mu);
     int rc = 0;
     if (p->shutting_down)
         rc = PYPOOL_ESHUTDOWN;
-    else if ((*out = take_idle_locked(p, want, call_deadline_ns)) != NULL)
+    else if ((*out = take_idle_locked(p, want, call_deadline_ns, lane)) != NULL)
         rc = 0;
     else if (pypool__unservable_locked(p))
         rc = PYPOOL_ESPAWN;
@@ -131,7 +167,7 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
     else if (p->cfg.max_waiters && p->nwaiters >= p->cfg.max_waiters)
         rc = PYPOOL_EBUSY;
     else {
-        rc = wait_unlocked(p, want, deadline_ns, call_deadline_ns, out);
+        rc = wait_unlocked(p, want, deadline_ns, call_deadline_ns, out, lane);
         if (rc == 0 || rc == PYPOOL_ETIMEDOUT)
             return rc;
         pypool__lock(&p->mu); /* woken with an error: fetch its detail */
@@ -172,5 +208,14 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
     }
     if (p->shutting_down)
         pypool__cond_broadcast(&p->state_cv);
+    pypool__unlock(&p->mu);
+}
+
+void pypool__checkin_lane(pypool *p, pypool__slot *s, unsigned lane, int reason)
+{
+    last_pool = p;
+    last_slot = s->index;
+    pypool__lock(&p->mu);
+    pypool__lane_release_locked(p, s, lane, reason);
     pypool__unlock(&p->mu);
 }

@@ -10,12 +10,15 @@
 #include <string.h>
 
 #include "call.h"
+#include "result.h"
 #include "checkout.h"
+#include "client.h"
 #include "clock.h"
 #include "error.h"
 #include "latency.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "mux.h"
 #include "session.h"
 #include "sync.h"
 
@@ -24,42 +27,23 @@
     "the session's worker died or was recycled; its state is lost (the next call starts a "        \
     "fresh session)"
 
-void pypool_result_free(pypool_result *r)
-{
-    if (!r)
-        return;
-    free(r->data);
-    free(r->error_type);
-    free(r->error_message);
-    free(r->traceback);
-    memset(r, 0, sizeof *r);
-}
-
 static void result_init(pypool_result *out)
 {
     if (out)
         memset(out, 0, sizeof *out);
 }
 
-static int result_error(pypool_result *out, int err, const char *msg)
-{
-    if (out && !out->error_message)
-        out->error_message = strdup(msg && *msg ? msg : pypool_strerror(err));
-    pypool__set_error(err, "%s", msg && *msg ? msg : pypool_strerror(err));
-    return err;
-}
-
-static int check_call_args(const pypool *p, const char *method, const void *payload, size_t len,
-                           pypool_result *out)
+int pypool__check_call_args(const pypool *p, const char *method, const void *payload, size_t len,
+                            pypool_result *out)
 {
     if (!out)
         return pypool__set_error(PYPOOL_EINVAL, "result pointer is NULL");
     if (!p || !method || !*method)
-        return result_error(out, PYPOOL_EINVAL, "pool and method are required");
+        return pypool__result_error(out, PYPOOL_EINVAL, "pool and method are required");
     if (!payload && len)
-        return result_error(out, PYPOOL_EINVAL, "payload is NULL but len > 0");
+        return pypool__result_error(out, PYPOOL_EINVAL, "payload is NULL but len > 0");
     if (len > p->cfg.max_frame_bytes)
-        return result_error(out, PYPOOL_EINVAL, "payload exceeds max_frame_bytes");
+        return pypool__result_error(out, PYPOOL_EINVAL, "payload exceeds max_frame_bytes");
     return 0;
 }
 
@@ -68,28 +52,28 @@ static int check_call_args(const pypool *p, const char *method, const void *payl
  * bytes left over from an earlier exchange mean it talked out of turn.
  */
 static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, int64_t call_deadline,
-                          pypool__slot **out, pypool_result *res)
+                          pypool__slot **out, int *lane, pypool_result *res)
 {
     for (;;) {
         char *why = NULL;
-        int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, &why);
+        int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, lane, &why);
         if (rc) {
             const char *msg = rc == PYPOOL_ETIMEDOUT  ? "no worker became free before the deadline"
                               : rc == PYPOOL_ESESSION ? SESSION_LOST
                                                       : why;
-            rc = result_error(res, rc, msg);
+            rc = pypool__result_error(res, rc, msg);
             free(why);
             return rc;
         }
-        if (!pypool__slot_channel_dirty(*out))
-            return 0;
+        if (*lane >= 0 || !pypool__slot_channel_dirty(*out))
+            return 0; /* a multiplexed worker's channel is the reaper's to check */
         pypool__log(p, PYPOOL_LOG_WARN, (*out)->child.pid,
                     "idle worker left unsolicited data in its reply channel; replacing it");
         pypool__slot_kill(p, *out);
         (*out)->pend_proto++;
         pypool__checkin(p, *out, PYPOOL__BREAK_PROTO);
         if (want >= 0)
-            return result_error(res, PYPOOL_ESESSION, SESSION_LOST);
+            return pypool__result_error(res, PYPOOL_ESESSION, SESSION_LOST);
     }
 }
 
@@ -176,6 +160,60 @@ static void session_unbind_fresh(pypool *p, const char *session_id, unsigned slo
     pypool__unlock(&p->mu);
 }
 
+void pypool__give_back(pypool *p, pypool__slot *s, int lane, int reason)
+{
+    if (lane >= 0)
+        pypool__checkin_lane(p, s, (unsigned)lane, reason);
+    else
+        pypool__checkin(p, s, reason);
+}
+
+int pypool__acquire(pypool *p, const char *session_id, int64_t deadline, bool nowait,
+                    pypool__acquired *a, pypool_result *out)
+{
+    int want = -1;
+    uint64_t gen = 0;
+    if (session_id) {
+        int rc = session_route(p, session_id, &want, &gen);
+        if (rc)
+            return pypool__result_error(out, rc, SESSION_LOST);
+    }
+    a->bound = gen != 0;
+    int rc = checkout_clean(p, want, deadline, nowait, deadline, &a->s, &a->lane, out);
+    if (rc == PYPOOL_ESESSION && session_id && !a->bound) {
+        pypool_result_free(out); /* the slot picked for a new session went away: pick again */
+        return PYPOOL__ERETRY;
+    }
+    if (rc)
+        return rc;
+    pypool__slot *s = a->s;
+    if (a->bound && s->generation != gen) {
+        pypool__give_back(p, s, a->lane, PYPOOL__BREAK_NONE);
+        return PYPOOL__ERETRY; /* the route finds the binding stale: ESESSION */
+    }
+    if (session_id && !a->bound) {
+        int bind = session_bind_after(p, session_id, s);
+        if (bind != 0)
+            pypool__give_back(p, s, a->lane, PYPOOL__BREAK_NONE);
+        if (bind == 1)
+            return PYPOOL__ERETRY; /* a racing first call bound it elsewhere: go there */
+        if (bind != 0)
+            return pypool__result_error(out, PYPOOL_ENOMEM, "out of memory binding the session");
+    }
+    a->slot = s->index;
+    a->gen = s->generation;
+    return 0;
+}
+
+int pypool__unsent(pypool *p, const char *session_id, const pypool__acquired *a, pypool_result *out)
+{
+    if (session_id && a->bound)
+        return pypool__result_error(out, PYPOOL_ESESSION, SESSION_LOST);
+    if (session_id)
+        session_unbind_fresh(p, session_id, a->slot, a->gen);
+    return PYPOOL__ERETRY;
+}
+
 /*
  * One attempt: route, check out, bind, call, check in. Returns PYPOOL__ERETRY when the caller
  * should route again (a racing first call bound the session elsewhere, or the request was never
@@ -185,51 +223,25 @@ static int call_attempt(pypool *p, const char *session_id, const char *method, c
                         size_t len, int64_t deadline, bool nowait, int64_t *wait_start,
                         pypool_result *out)
 {
-    int want = -1;
-    uint64_t gen = 0;
-    if (session_id) {
-        int rc = session_route(p, session_id, &want, &gen);
-        if (rc)
-            return result_error(out, rc, SESSION_LOST);
-    }
-    bool bound = gen != 0;
-    pypool__slot *s;
-    int rc = checkout_clean(p, want, deadline, nowait, deadline, &s, out);
-    if (rc == PYPOOL_ESESSION && session_id && !bound) {
-        pypool_result_free(out); /* the slot picked for a new session went away: pick again */
-        return PYPOOL__ERETRY;
-    }
+    pypool__acquired a;
+    int rc = pypool__acquire(p, session_id, deadline, nowait, &a, out);
     if (rc)
         return rc;
-    if (bound && s->generation != gen) {
-        pypool__checkin(p, s, PYPOOL__BREAK_NONE);
-        return PYPOOL__ERETRY; /* the route finds the binding stale: ESESSION */
-    }
-    if (session_id && !bound) {
-        int bind = session_bind_after(p, session_id, s);
-        if (bind != 0)
-            pypool__checkin(p, s, PYPOOL__BREAK_NONE);
-        if (bind == 1)
-            return PYPOOL__ERETRY; /* a racing first call bound it elsewhere: go there */
-        if (bind != 0)
-            return result_error(out, PYPOOL_ENOMEM, "out of memory binding the session");
-    }
-    unsigned slot = s->index;
-    uint64_t served_gen = s->generation;
+    pypool__slot *s = a.s;
     int reason; /* slot_call records wait_us once per call, retries included, and zeroes it */
-    rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, wait_start, out,
-                           &reason);
+    bool orphaned = false;
+    if (a.lane >= 0)
+        rc = pypool__lane_call(p, s, (unsigned)a.lane, false, session_id, method, payload, len,
+                               deadline, wait_start, out, &reason, &orphaned);
+    else
+        rc = pypool__slot_call(p, s, session_id, method, payload, len, deadline, wait_start, out,
+                               &reason);
     if (rc == 0 && p->cfg.max_worker_rss_bytes &&
         pypool__rss_bytes(s->child.pid) > p->cfg.max_worker_rss_bytes)
         reason = PYPOOL__BREAK_RETIRE;
-    pypool__checkin(p, s, reason);
-    if (rc != PYPOOL__ENOTSENT)
-        return rc;
-    if (session_id && bound)
-        return result_error(out, PYPOOL_ESESSION, SESSION_LOST);
-    if (session_id)
-        session_unbind_fresh(p, session_id, slot, served_gen);
-    return PYPOOL__ERETRY;
+    if (!orphaned)
+        pypool__give_back(p, s, a.lane, reason);
+    return rc == PYPOOL__ENOTSENT ? pypool__unsent(p, session_id, &a, out) : rc;
 }
 
 /*
@@ -258,18 +270,18 @@ int pypool_session_call(pypool *p, const char *session_id, const char *method, c
 {
     result_init(out);
     pypool__clear_error();
-    int rc = check_call_args(p, method, payload, len, out);
+    int rc = pypool__check_call_args(p, method, payload, len, out);
     if (rc)
         return rc;
     if (session_id && !*session_id)
-        return result_error(out, PYPOOL_EINVAL, "session_id is empty");
+        return pypool__result_error(out, PYPOOL_EINVAL, "session_id is empty");
     int cancel = pypool__nocancel_begin();
     rc = pypool__enter(p);
     if (rc == 0) {
         rc = call_on_pool(p, session_id, method, payload, len, timeout_ms, out);
         pypool__leave(p);
     } else {
-        result_error(out, rc, "the pool is shutting down");
+        pypool__result_error(out, rc, "the pool is shutting down");
     }
     pypool__nocancel_end(cancel);
     return rc;
@@ -296,13 +308,16 @@ int pypool_session_close(pypool *p, const char *session_id)
             pypool__slot *s;
             char *why = NULL;
             int64_t deadline = pypool__deadline_after_ms(p->cfg.checkout_timeout_ms);
-            rc = pypool__checkout(p, want, deadline, false, deadline, &s, &why);
+            int lane;
+            rc = pypool__checkout(p, want, deadline, false, deadline, &s, &lane, &why);
             free(why);
             if (rc == 0) {
                 int reason = PYPOOL__BREAK_NONE;
-                if (s->generation == gen)
+                if (s->generation == gen && lane >= 0)
+                    pypool__lane_session_close(p, s, session_id, &reason);
+                else if (s->generation == gen)
                     pypool__slot_session_close(p, s, session_id, &reason);
-                pypool__checkin(p, s, reason);
+                pypool__give_back(p, s, lane, reason);
             }
         }
         pypool__lock(&p->mu);
@@ -314,6 +329,15 @@ int pypool_session_close(pypool *p, const char *session_id)
     }
     pypool__nocancel_end(cancel);
     return rc;
+}
+
+/* The handle of a checkout: the slot's own for an exclusive worker, a fresh one for a lane. */
+static pypool_worker *worker_handle(pypool *p, pypool__slot *s, int lane)
+{
+    pypool_worker *w = lane >= 0 ? calloc(1, sizeof *w) : &s->handle;
+    if (w)
+        *w = (pypool_worker){.pool = p, .slot = s, .lane = lane};
+    return w;
 }
 
 int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
@@ -328,12 +352,17 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
         int64_t ms = timeout_ms < 0 ? p->cfg.checkout_timeout_ms : timeout_ms;
         int64_t start = pypool__now_ns(); /* the deadline's base and wait_us's start */
         pypool__slot *s;
-        rc = checkout_clean(p, -1, pypool__deadline_at_ms(start, ms), timeout_ms == 0, 0, &s, NULL);
+        int lane;
+        rc = checkout_clean(p, -1, pypool__deadline_at_ms(start, ms), timeout_ms == 0, 0, &s, &lane,
+                            NULL);
+        pypool_worker *w = rc == 0 ? worker_handle(p, s, lane) : NULL;
+        if (rc == 0 && !w) {
+            pypool__checkin_lane(p, s, (unsigned)lane, PYPOOL__BREAK_NONE);
+            rc = pypool__set_error(PYPOOL_ENOMEM, "out of memory");
+        }
         if (rc == 0) {
             pypool__latency_wait(p, s->index, start, pypool__now_ns());
-            s->handle.pool = p;
-            s->handle.slot = s;
-            *out = &s->handle;
+            *out = w;
             return (pypool__nocancel_end(cancel), 0); /* the reference stays until checkin */
         }
         pypool__leave(p);
@@ -354,7 +383,34 @@ static int worker_gone_before_call(pypool *p, pypool__slot *s, const char *metho
     char msg[256];
     snprintf(msg, sizeof msg, "worker pid %d %s before the call to '%s'", (int)s->child.pid, how,
              method);
-    return result_error(out, PYPOOL_EWORKER, msg);
+    return pypool__result_error(out, PYPOOL_EWORKER, msg);
+}
+
+/* pypool_worker_call on a checked-out lane of a multiplexed worker. */
+static int lane_worker_call(pypool_worker *w, const char *method, const void *payload, size_t len,
+                            int64_t timeout_ms, pypool_result *out)
+{
+    pypool *p = w->pool;
+    if (w->orphaned)
+        return pypool__result_error(out, PYPOOL_EWORKER,
+                                    "an earlier call on this checkout timed out; check it in");
+    if (w->broken != PYPOOL__BREAK_NONE)
+        return pypool__result_error(out, PYPOOL_EWORKER, "this worker broke in an earlier call");
+    int cancel = pypool__nocancel_begin();
+    int64_t ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
+    int64_t deadline = pypool__deadline_after_ms(ms);
+    int reason;
+    bool orphaned;
+    int64_t no_wait = 0; /* the wait was the checkout's */
+    int rc = pypool__lane_call(p, w->slot, (unsigned)w->lane, w->used, NULL, method, payload, len,
+                               deadline, &no_wait, out, &reason, &orphaned);
+    w->used = true;
+    w->orphaned = orphaned;
+    if (rc == PYPOOL__ENOTSENT)
+        rc = worker_gone_before_call(p, w->slot, method, out);
+    w->broken = reason;
+    pypool__nocancel_end(cancel);
+    return rc;
 }
 
 int pypool_worker_call(pypool_worker *w, const char *method, const void *payload, size_t len,
@@ -363,14 +419,16 @@ int pypool_worker_call(pypool_worker *w, const char *method, const void *payload
     result_init(out);
     pypool__clear_error();
     if (!w)
-        return out ? result_error(out, PYPOOL_EINVAL, "worker is NULL") : PYPOOL_EINVAL;
+        return out ? pypool__result_error(out, PYPOOL_EINVAL, "worker is NULL") : PYPOOL_EINVAL;
     pypool *p = w->pool;
-    int rc = check_call_args(p, method, payload, len, out);
+    int rc = pypool__check_call_args(p, method, payload, len, out);
     if (rc)
         return rc;
     pypool__slot *s = w->slot;
+    if (w->lane >= 0)
+        return lane_worker_call(w, method, payload, len, timeout_ms, out);
     if (s->pending_break != PYPOOL__BREAK_NONE)
-        return result_error(out, PYPOOL_EWORKER, "this worker broke in an earlier call");
+        return pypool__result_error(out, PYPOOL_EWORKER, "this worker broke in an earlier call");
     int cancel = pypool__nocancel_begin();
     int64_t ms = timeout_ms < 0 ? p->cfg.call_timeout_ms : timeout_ms;
     int64_t deadline = pypool__deadline_after_ms(ms);
@@ -397,6 +455,14 @@ void pypool_checkin(pypool_worker *w)
     pypool *p = w->pool;
     pypool__slot *s = w->slot;
     int cancel = pypool__nocancel_begin();
+    if (w->lane >= 0) {
+        if (!w->orphaned)
+            pypool__checkin_lane(p, s, (unsigned)w->lane, w->broken);
+        free(w);
+        pypool__leave(p);
+        pypool__nocancel_end(cancel);
+        return;
+    }
     int reason = s->pending_break;
     s->pending_break = PYPOOL__BREAK_NONE;
     if (reason == PYPOOL__BREAK_NONE && p->cfg.max_worker_rss_bytes &&

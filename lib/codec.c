@@ -131,6 +131,34 @@ int pypool__encode_session_close(pypool__wbuf *b, const char *session_id)
     return encode_envelope(b, &env);
 }
 
+int pypool__encode_cancel(pypool__wbuf *b, uint64_t id)
+{
+    Pypool__Cancel c = PYPOOL__CANCEL__INIT;
+    c.id = id;
+    Pypool__Envelope env = PYPOOL__ENVELOPE__INIT;
+    env.msg_case = PYPOOL__ENVELOPE__MSG_CANCEL;
+    env.cancel = &c;
+    return encode_envelope(b, &env);
+}
+
+int pypool__encode_host_reply(pypool__wbuf *b, uint64_t id, uint64_t call_id, const void *payload,
+                              size_t len, int error, const char *message, uint32_t max_frame)
+{
+    Pypool__HostReply r = PYPOOL__HOST_REPLY__INIT;
+    r.id = id;
+    r.call_id = call_id;
+    r.payload.data = (uint8_t *)payload;
+    r.payload.len = payload ? len : 0;
+    r.error = error;
+    r.message = (char *)(message ? message : "");
+    Pypool__Envelope env = PYPOOL__ENVELOPE__INIT;
+    env.msg_case = PYPOOL__ENVELOPE__MSG_HOST_REPLY;
+    env.host_reply = &r;
+    if (pypool__envelope__get_packed_size(&env) > max_frame)
+        return PYPOOL_EINVAL;
+    return encode_envelope(b, &env);
+}
+
 /* Every decoded block carries one extra NUL byte, so stolen bytes fields are C strings too. */
 static void *nul_alloc(void *ud, size_t size)
 {

@@ -42,6 +42,11 @@ int pypool__encode_request(pypool__wbuf *b, const pypool__request_hdr *h, uint32
 int pypool__encode_ping(pypool__wbuf *b, uint64_t id);
 int pypool__encode_shutdown(pypool__wbuf *b);
 int pypool__encode_session_close(pypool__wbuf *b, const char *session_id);
+int pypool__encode_cancel(pypool__wbuf *b, uint64_t id);
+/* A HostReply: payload on success (error 0), else error and message. PYPOOL_EINVAL if the
+ * frame would exceed max_frame. */
+int pypool__encode_host_reply(pypool__wbuf *b, uint64_t id, uint64_t call_id, const void *payload,
+                              size_t len, int error, const char *message, uint32_t max_frame);
 
 /* Decodes one frame body; NULL if it is not a valid Envelope. Free with envelope_free. */
 Pypool__Envelope *pypool__envelope_decode(const uint8_t *body, size_t len);

@@ -301,9 +301,9 @@ static bool env_overridden(const char *entry, const char *const *extra)
 {
     const char *eq = strchr(entry, '=');
     size_t klen = eq ? (size_t)(eq - entry) : strlen(entry);
-    static const char *const ours[] = {"PYTHONPATH", "PYTHONSAFEPATH", "PYPOOL_PARENT_PID",
-                                       "PYPOOL_MAX_FRAME", "PYPOOL_PROTOCOL_VERSION",
-                                       "PYPOOL_MAX_INFLIGHT"};
+    static const char *const ours[] = {
+        "PYTHONPATH",       "PYTHONSAFEPATH",          "PYPOOL_PARENT_PID",
+        "PYPOOL_MAX_FRAME", "PYPOOL_PROTOCOL_VERSION", "PYPOOL_MAX_INFLIGHT"};
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         if (strlen(ours[i]) == klen && strncmp(entry, ours[i], klen) == 0)
             return true;

@@ -212,3 +212,15 @@ int pypool__frame_write_held(int fd, int hup_fd, struct iovec *iov, int iovcnt, 
     size_t ignored = 0;
     return write_loop(fd, hup_fd, iov, iovcnt, deadline_ns, written ? written : &ignored);
 }
+
+bool pypool__fd_wait_readable(int fd, int64_t deadline_ns)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    for (;;) {
+        int ready = poll(&pfd, 1, pypool__poll_timeout_ms(deadline_ns));
+        if (ready > 0 || (ready < 0 && errno != EINTR))
+            return true; /* readable, hung up or broken: the read that follows says which */
+        if (ready == 0)
+            return false;
+    }
+}

@@ -11,6 +11,7 @@
 #ifndef PYPOOL_FRAME_H
 #define PYPOOL_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -58,6 +59,9 @@ int pypool__reader_feed(pypool__reader *r, const void *data, size_t len);
  */
 int pypool__frame_write_held(int fd, int hup_fd, struct iovec *iov, int iovcnt, int64_t deadline_ns,
                              size_t *written);
+
+/* Waits until fd is readable (or hung up) or the deadline passes (false). */
+bool pypool__fd_wait_readable(int fd, int64_t deadline_ns);
 
 /* Stores n as the 4-byte big-endian header. */
 void pypool__frame_put_header(uint8_t out[PYPOOL__FRAME_HEADER], uint32_t n);

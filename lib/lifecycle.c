@@ -14,9 +14,10 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "error.h"
-#include "latency.h"
 #include "checkout.h"
+#include "error.h"
+#include "lanes.h"
+#include "latency.h"
 #include "config.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -52,6 +53,8 @@ static void pool_free(pypool *p)
         pypool__wbuf_free(&p->slots[i].wbuf);
         pypool__child_close_fds(&p->slots[i].child);
     }
+    if (p->slots)
+        pypool__lanes_free(p);
     pypool__sessions_free(p);
     pypool__config_free(p);
     pypool__close_fd(&p->wake_fd);
@@ -63,6 +66,7 @@ static void pool_free(pypool *p)
     free(p->event_reason);
     free(p->ping);
     free(p->leak);
+    free(p->cancel_due);
     free(p->last_spawn_error);
     pypool__latency_free(p);
     pypool__cond_destroy(&p->state_cv);
@@ -101,7 +105,8 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
     p->event_reason = calloc(p->cfg.size, sizeof *p->event_reason);
     p->ping = calloc(p->cfg.size, sizeof *p->ping);
     p->leak = calloc(p->cfg.size, sizeof *p->leak);
-    bool lists = p->due && p->event_pid && p->event_reason && p->ping && p->leak;
+    p->cancel_due = calloc(p->cfg.size, sizeof *p->cancel_due);
+    bool lists = p->due && p->event_pid && p->event_reason && p->ping && p->leak && p->cancel_due;
     if (p->wake_fd < 0 || !p->slots || !p->idle || !lists || pypool__latency_init(p) != 0)
         return pypool__set_error(PYPOOL_ENOMEM, "cannot allocate the pool");
     for (unsigned i = 0; i < p->cfg.size; i++) {
@@ -113,6 +118,9 @@ static int pool_alloc(const pypool_config *cfg, pypool **out)
         pypool__logbuf_init(&s->log);
         s->backoff_ms = p->cfg.restart_backoff_min_ms;
     }
+    if (!pypool__lanes_init(p))
+        return pypool__set_error(PYPOOL_ENOMEM, "cannot allocate the lanes of %u workers",
+                                 p->cfg.size);
     return 0;
 }
 
@@ -279,8 +287,8 @@ static void stats_fill(pypool *p, pypool_stats *out)
         out->failed += s->state == PYPOOL_SLOT_FAILED;
         if (i < out->slot_count)
             out->slots[i] = slot_stats_locked(s);
+        out->inflight += s->lanes ? s->inflight : s->state == PYPOOL_SLOT_BUSY;
     }
-    out->inflight = p->busy;
     pypool__latency_merge(p, &out->wait_us, &out->call_us);
     pypool__unlock(&p->mu);
 }

@@ -88,8 +88,7 @@ static void build_pollset(pypool *p, pollset *ps)
             ps->need_tick |= s->child.pidfd < 0;
         }
         add_fd(ps, s->child.log_fd, FD_SLOT_LOG, i);
-        bool talking = s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING;
-        if (talking && s->reader.err == 0)
+        if (pypool__reaper_reads_locked(s))
             add_fd(ps, s->child.resp_fd, FD_SLOT_REPLY, i);
     }
     pypool__unlock(&p->mu);

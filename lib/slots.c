@@ -110,7 +110,12 @@ static void decide(pypool__waiter *w, int granted, int err)
 void pypool__slot_release_locked(pypool *p, pypool__slot *s)
 {
     pypool__assert_locked(p);
-    for (pypool__waiter *w = p->wait_head; w; w = w->next) {
+    if (s->lanes) {
+        pypool__lanes_serve_waiters_locked(p, s); /* lanes, not the whole worker */
+        if (s->state == PYPOOL_SLOT_BUSY)
+            return;
+    }
+    for (pypool__waiter *w = s->lanes ? NULL : p->wait_head; w; w = w->next) {
         if (w->want < 0 || w->want == (int)s->index) {
             pypool__waiter_unlink_locked(p, w);
             pypool__slot_take_locked(p, s, w->thread, w->call_deadline_ns);
@@ -149,6 +154,11 @@ void pypool__fail_waiters_locked(pypool *p, int slot, int err)
 void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason)
 {
     pypool__assert_locked(p);
+    if (s->lanes && s->state == PYPOOL_SLOT_BUSY) {
+        /* Its calls' owners still use the channel: it breaks when the last one is out. */
+        pypool__slot_drain_locked(p, s, reason);
+        return;
+    }
     if (s->state == PYPOOL_SLOT_IDLE)
         pypool__idle_remove_locked(p, s);
     s->break_reason = reason;
@@ -223,4 +233,76 @@ void pypool__kick_locked(pypool *p)
     uint64_t one = 1;
     if (p->wake_fd >= 0 && !p->reaper_done)
         (void)!write(p->wake_fd, &one, sizeof one);
+}
+
+/* --- lanes of multiplexed workers (lanes.c has the rest) -------------------------------- */
+
+bool pypool__lane_open_locked(const pypool *p, const pypool__slot *s)
+{
+    (void)p;
+    bool serving = s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_BUSY;
+    return serving && s->nfree > 0 && !s->draining && !s->reaped;
+}
+
+uint64_t pypool__lane_new_id_locked(pypool__slot *s, unsigned lane)
+{
+    pypool__lane *l = &s->lanes[lane];
+    l->id = (++s->lane_seq << PYPOOL__LANE_BITS) | lane;
+    l->final = false;
+    l->err = 0;
+    return l->id;
+}
+
+unsigned pypool__lane_take_locked(pypool *p, pypool__slot *s)
+{
+    pypool__assert_locked(p);
+    PYPOOL__ASSERT(pypool__lane_open_locked(p, s));
+    if (s->state == PYPOOL_SLOT_IDLE) {
+        pypool__idle_remove_locked(p, s);
+        pypool__transition(s, PYPOOL__EV_CHECKOUT);
+        p->busy++;
+        s->busy_since_ns = pypool__now_ns();
+    }
+    unsigned lane = s->free_lanes[--s->nfree];
+    pypool__lane *l = &s->lanes[lane];
+    l->state = PYPOOL__LANE_OWNED;
+    l->cancel_sent = false;
+    s->inflight++;
+    pypool__lane_new_id_locked(s, lane);
+    return lane;
+}
+
+/* With mu held: tells a waiter it has a lane; it leaves without taking mu again. */
+static void grant(pypool__waiter *w, pypool__slot *s, unsigned lane)
+{
+    w->granted = (int)s->index;
+    w->lane = (int)lane;
+    w->err = 0;
+    pypool__wake_post(&w->decided);
+}
+
+void pypool__lanes_serve_waiters_locked(pypool *p, pypool__slot *s)
+{
+    pypool__assert_locked(p);
+    pypool__waiter *w = p->wait_head;
+    while (w && pypool__lane_open_locked(p, s) && !p->shutting_down) {
+        pypool__waiter *next = w->next;
+        if (w->want < 0 || w->want == (int)s->index) {
+            pypool__waiter_unlink_locked(p, w);
+            grant(w, s, pypool__lane_take_locked(p, s));
+        }
+        w = next;
+    }
+}
+
+void pypool__slot_drain_locked(pypool *p, pypool__slot *s, int reason)
+{
+    pypool__assert_locked(p);
+    if (!s->draining) {
+        s->draining = true;
+        s->drain_reason = reason;
+    }
+    /* Threads waiting for this very worker (a session's) cannot be served by it any more. */
+    pypool__fail_waiters_locked(p, (int)s->index, PYPOOL_ESESSION);
+    pypool__kick_locked(p);
 }

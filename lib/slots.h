@@ -56,7 +56,54 @@ enum pypool__break_reason {
 struct pypool_worker {
     struct pypool *pool;
     struct pypool__slot *slot;
+    /* Multiplexed pools: a checkout is one lane, and its handle is allocated per checkout
+     * (an orphaned lane may be reused while the caller still holds the handle). */
+    int lane;      /* -1: the whole (exclusive) worker, the slot's own handle */
+    bool used;     /* a call went out on the lane: the next needs a fresh request id */
+    bool orphaned; /* a call timed out: the lane is the pool's now */
+    int broken;    /* a call broke the worker: the reason for checkin */
 };
+
+/*
+ * Multiplexed workers (max_inflight > 1): a slot has max_inflight lanes, one per call it may
+ * hold. Every lane field is [mu]. The reaper reads the worker's reply pipe (demux.c) and queues
+ * each frame on the lane its id names; the lane's owner thread takes them off (mux.c).
+ */
+enum pypool__lane_state {
+    PYPOOL__LANE_FREE = 0,
+    PYPOOL__LANE_OWNED,  /* a thread holds it: the owner releases it */
+    PYPOOL__LANE_ORPHAN, /* the owner gave up (Cancel sent): freed by the final reply or exit */
+};
+
+/* A frame the reaper routed to a lane, waiting for its owner. */
+typedef struct pypool__rx {
+    struct pypool__rx *next;
+    Pypool__Envelope *env;
+    size_t bytes;
+} pypool__rx;
+
+/* Request ids of a multiplexed worker carry their lane in the low bits. */
+#define PYPOOL__LANE_BITS 12
+#define PYPOOL__LANE_MASK ((1u << PYPOOL__LANE_BITS) - 1)
+
+typedef struct pypool__lane {
+    int state;        /* enum pypool__lane_state */
+    uint64_t id;      /* the request in flight on it */
+    pypool__rx *head; /* frames for the owner, oldest first */
+    pypool__rx *tail;
+    unsigned queued;     /* frames in the queue */
+    size_t queued_bytes; /* and their size: over the window, the reaper stops reading */
+    int err;             /* the worker is gone: PYPOOL_EWORKER (the queue is still served) */
+    bool final;          /* the final Response is queued: nothing more will come */
+    uint64_t req_start;  /* offset of its request in the request pipe (bytes; [wmu] writer) */
+    int64_t grace_ns;    /* ORPHAN: the worker is killed if the final reply is not in by then */
+    bool cancel_sent;    /* ORPHAN: its Cancel is written */
+    /* The owner's alone (no lock): replies it got since it took the lane, of which remote
+     * errors; folded into the counters when it releases the lane. */
+    unsigned served;
+    unsigned remote;
+    atomic_uint signal; /* futex word: +1 per delivery, so the owner can sleep on it */
+} pypool__lane;
 
 typedef struct pypool__slot {
     unsigned index;
@@ -103,6 +150,24 @@ typedef struct pypool__slot {
 
     /* reaper only */
     pypool__logbuf log;
+
+    /* multiplexed workers only (lanes != NULL); see pypool__lane. [mu] unless marked. */
+    pypool__lane *lanes;  /* max_inflight of them */
+    unsigned *free_lanes; /* stack of free lane indexes */
+    unsigned nfree;
+    unsigned inflight;       /* lanes not FREE (owned or orphaned) */
+    unsigned orphans;        /* ORPHAN lanes: their grace deadlines are the reaper's to watch */
+    uint64_t lane_seq;       /* request id = (++lane_seq << PYPOOL__LANE_BITS) | lane */
+    bool draining;           /* no new calls: replace the worker once inflight reaches 0 */
+    int drain_reason;        /* enum pypool__break_reason to break with then */
+    bool rx_paused;          /* a lane's queue is over the window: the reaper stops reading */
+    unsigned cancels_unsent; /* orphans whose Cancel could not be written yet */
+    /* The request pipe's writers (callers, Cancel, HostReply) take wmu; never while holding mu
+     * (mu may be taken under wmu). req_bytes [wmu]: every byte ever written to this worker's
+     * request pipe, so req_bytes - FIONREAD is what the worker took. */
+    pthread_mutex_t wmu;
+    uint64_t req_bytes;
+    pypool__wbuf lane_wbuf; /* [wmu] */
 } pypool__slot;
 
 /*
@@ -116,6 +181,7 @@ typedef struct pypool__waiter {
     int want;                 /* slot index, or -1 for any */
     int granted;              /* slot index handed over, -1 none */
     int err;                  /* non-zero: woken with this error (shutdown, spawn, session lost) */
+    int lane;                 /* multiplexed: the lane granted on that slot */
     pthread_t thread;         /* becomes the slot's holder */
     int64_t call_deadline_ns; /* published with the slot (pypool__watch_deadline_locked) */
     atomic_uint decided;      /* 0 while waiting; the futex word */
@@ -181,11 +247,12 @@ struct pypool {
     uint64_t rng;
     /* Per-round lists of slot indexes and pids, cfg.size entries each, allocated with the pool:
      * the reaper's stack stays small whatever the pool's size (up to 4096 slots). */
-    unsigned *due;     /* slots to spawn this round */
-    int *event_pid;    /* pids to log about after the mutex is released */
-    int *event_reason; /* and why */
-    unsigned *ping;    /* slots to ping */
-    unsigned *leak;    /* slots held too long */
+    unsigned *due;        /* slots to spawn this round */
+    int *event_pid;       /* pids to log about after the mutex is released */
+    int *event_reason;    /* and why */
+    unsigned *ping;       /* slots to ping */
+    unsigned *leak;       /* slots held too long */
+    unsigned *cancel_due; /* multiplexed slots owing a Cancel */
 };
 
 #define PYPOOL__REFS_CLOSED 0x80000000u
@@ -231,5 +298,18 @@ void pypool__slot_abort_call_locked(pypool__slot *s, int err);
 void pypool__slot_kill(pypool *p, pypool__slot *s);
 /* Is-live: true when no slot can ever serve without pypool_warm (all FAILED/EMPTY). */
 bool pypool__unservable_locked(const pypool *p);
+
+/* --- lanes of multiplexed workers (max_inflight > 1; the rest is lanes.h) ------------------ */
+
+/* A slot that can take one more call now: serving, not draining, a lane free. */
+bool pypool__lane_open_locked(const pypool *p, const pypool__slot *s);
+/* Takes a free lane of an open slot for a new request (IDLE -> BUSY on the first). */
+unsigned pypool__lane_take_locked(pypool *p, pypool__slot *s);
+/* Gives a new request id to an owned lane (a checked-out lane makes several calls). */
+uint64_t pypool__lane_new_id_locked(pypool__slot *s, unsigned lane);
+/* Hands free lanes of an open slot to the longest waiters that accept the slot. */
+void pypool__lanes_serve_waiters_locked(pypool *p, pypool__slot *s);
+/* Starts draining: no new calls; the worker is replaced when the last call is out. */
+void pypool__slot_drain_locked(pypool *p, pypool__slot *s, int reason);
 
 #endif

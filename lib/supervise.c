@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "lanes.h"
 #include "state.h"
 #include "sync.h"
 
@@ -240,11 +241,43 @@ static void reply_channel_broken(pypool *p, pypool__slot *s, int rc)
     pypool__unlock(&p->mu);
 }
 
+/* Is the reaper the reader of this slot's reply pipe now? STARTING and PINGING workers talk
+ * to it; a multiplexed worker's replies all come through it while it serves. */
+bool pypool__reaper_reads_locked(const pypool__slot *s)
+{
+    if (s->reader.err != 0)
+        return false;
+    if (s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING)
+        return true;
+    bool serving = s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_BUSY;
+    return s->lanes && serving && !s->rx_paused && !s->reaped;
+}
+
+/* One frame from a worker the reaper talks to; false once the frames left are not its to
+ * read (the handshake is over: a caller will read the rest). */
+static bool handle_frame(pypool *p, pypool__slot *s, Pypool__Envelope *env, uint32_t len)
+{
+    pypool__lock(&p->mu);
+    int state = s->state;
+    pypool__unlock(&p->mu);
+    if (state == PYPOOL_SLOT_STARTING) {
+        bool more = handle_hello_frame(p, s, env);
+        pypool__envelope_free(env);
+        return more || s->lanes;
+    }
+    if (state == PYPOOL_SLOT_PINGING || !s->lanes) {
+        pong_received(p, s, env);
+        pypool__envelope_free(env);
+        return s->lanes != NULL;
+    }
+    return pypool__demux_frame(p, s, env, len);
+}
+
 void pypool__on_slot_reply(pypool *p, pypool__slot *s)
 {
     /* An earlier event of this round (its exit, say) may have moved the slot on. */
     pypool__lock(&p->mu);
-    bool talking = s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING;
+    bool talking = pypool__reaper_reads_locked(s);
     pypool__unlock(&p->mu);
     if (!talking)
         return;
@@ -257,13 +290,7 @@ void pypool__on_slot_reply(pypool *p, pypool__slot *s)
             rc = PYPOOL_EPROTO;
             break;
         }
-        bool more = false;
-        if (s->state == PYPOOL_SLOT_STARTING)
-            more = handle_hello_frame(p, s, env);
-        else
-            pong_received(p, s, env);
-        pypool__envelope_free(env);
-        if (!more)
+        if (!handle_frame(p, s, env, len))
             return;
     }
     if (rc < 0)
@@ -312,7 +339,9 @@ static void slot_child_exited_locked(pypool *p, pypool__slot *s, int status)
     } else if (s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_PINGING) {
         pypool__slot_break_locked(p, s, PYPOOL__BREAK_CRASH);
     }
-    if (s->state == PYPOOL_SLOT_BUSY)
+    if (s->state == PYPOOL_SLOT_BUSY && s->lanes)
+        pypool__lanes_fail_locked(p, s); /* each call learns it; unread ones are retried */
+    else if (s->state == PYPOOL_SLOT_BUSY)
         pypool__slot_abort_call_locked(s, PYPOOL_EWORKER); /* wakes the holder's read */
     if (!expected)
         pypool__count_crash_locked(p, status);

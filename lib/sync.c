@@ -116,3 +116,21 @@ void pypool__wake_post(atomic_uint *word)
     atomic_store_explicit(word, 1, memory_order_release);
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
 }
+
+bool pypool__seq_wait_until(atomic_uint *word, unsigned seen, int64_t deadline_ns)
+{
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    while (atomic_load_explicit(word, memory_order_acquire) == seen) {
+        long rc = syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, seen,
+                          deadline_ns < 0 ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+        if (rc != 0 && errno == ETIMEDOUT)
+            return atomic_load_explicit(word, memory_order_acquire) != seen;
+    }
+    return true;
+}
+
+void pypool__seq_bump(atomic_uint *word)
+{
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}

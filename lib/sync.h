@@ -32,6 +32,14 @@ bool pypool__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t de
 bool pypool__wake_wait_until(atomic_uint *word, int64_t deadline_ns);
 void pypool__wake_post(atomic_uint *word);
 
+/*
+ * A sequence word for a thread that is woken many times (a multiplexed call's lane): the
+ * waiter reads the word, checks its condition under the lock, and sleeps while the word still
+ * equals what it read; every waker adds 1 and wakes it. False on timeout.
+ */
+bool pypool__seq_wait_until(atomic_uint *word, unsigned seen, int64_t deadline_ns);
+void pypool__seq_bump(atomic_uint *word);
+
 /* Disables thread cancellation for the duration of a library call (restored by the pair). */
 int pypool__nocancel_begin(void);
 void pypool__nocancel_end(int old_state);

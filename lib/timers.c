@@ -12,9 +12,12 @@
 #include <string.h>
 
 #include "clock.h"
+#include "lanes.h"
 #include "state.h"
 #include "supervise.h"
 #include "sync.h"
+
+enum { LATE_HELLO, LATE_CANCEL };
 
 typedef struct timer_events {
     unsigned nping;
@@ -22,7 +25,10 @@ typedef struct timer_events {
     unsigned nleak;
     unsigned *leak; /* slots held too long */
     unsigned nlate;
-    int *late_pid; /* workers that missed their Hello deadline */
+    int *late_pid;  /* workers that missed their Hello deadline, or a cancel's grace period */
+    int *late_kind; /* which of the two */
+    unsigned ncancel;
+    unsigned *cancel; /* multiplexed slots owing a Cancel */
 } timer_events;
 
 static int64_t earliest(int64_t next, int64_t at)
@@ -37,7 +43,8 @@ static void hello_overdue_locked(pypool *p, pypool__slot *s, timer_events *ev)
     snprintf(msg, sizeof msg, "worker pid %d did not say Hello within %lld ms%s%s", s->child.pid,
              (long long)p->cfg.startup_timeout_ms,
              tail[0] ? "; its output ended with:\n" : " (no output)", tail);
-    ev->late_pid[ev->nlate++] = s->child.pid;
+    ev->late_pid[ev->nlate] = s->child.pid;
+    ev->late_kind[ev->nlate++] = LATE_HELLO;
     s->killed = true;
     pypool__slot_start_failed_locked(p, s, msg);
 }
@@ -72,6 +79,28 @@ static int64_t call_deadline_locked(pypool__slot *s, int64_t now)
         pypool__signal_group(s->child.pid, SIGKILL);
     }
     pypool__slot_abort_call_locked(s, PYPOOL_ETIMEDOUT);
+    return PYPOOL__NO_DEADLINE;
+}
+
+/* A multiplexed worker's cancelled calls: one still running past its grace period gets the
+ * worker killed (its exit fails the others, or retries those it never read). */
+static int64_t grace_deadline_locked(pypool *p, pypool__slot *s, int64_t now, timer_events *ev)
+{
+    if (s->cancels_unsent > 0)
+        ev->cancel[ev->ncancel++] = s->index;
+    int64_t at = pypool__lanes_grace_locked(p, s);
+    if (at == 0)
+        return PYPOOL__NO_DEADLINE;
+    if (now < at)
+        return at;
+    if (s->child.pid > 0 && !s->reaped && !s->killed) {
+        s->killed = true;
+        pypool__signal_group(s->child.pid, SIGKILL);
+        p->counters.call_timeouts++;
+        pypool__slot_drain_locked(p, s, PYPOOL__BREAK_TIMEOUT);
+        ev->late_pid[ev->nlate] = s->child.pid;
+        ev->late_kind[ev->nlate++] = LATE_CANCEL;
+    }
     return PYPOOL__NO_DEADLINE;
 }
 
@@ -117,6 +146,8 @@ static int64_t slot_timers_locked(pypool *p, pypool__slot *s, int64_t now, timer
         }
         return s->deadline_ns;
     case PYPOOL_SLOT_BUSY:
+        if (s->lanes)
+            return grace_deadline_locked(p, s, now, ev);
         return pypool__deadline_min(call_deadline_locked(s, now),
                                     leak_deadline_locked(p, s, now, ev));
     default:
@@ -192,7 +223,11 @@ static int64_t busy_shutdown_timers_locked(pypool *p, int64_t now)
 int64_t pypool__run_timers(pypool *p)
 {
     /* The lists live in the pool (reaper only); retire_broken is done with event_pid by now. */
-    timer_events ev = {.ping = p->ping, .leak = p->leak, .late_pid = p->event_pid};
+    timer_events ev = {.ping = p->ping,
+                       .leak = p->leak,
+                       .late_pid = p->event_pid,
+                       .late_kind = p->event_reason,
+                       .cancel = p->cancel_due};
     int64_t now = pypool__now_ns();
     int64_t next = PYPOOL__NO_DEADLINE;
     pypool__lock(&p->mu);
@@ -204,8 +239,16 @@ int64_t pypool__run_timers(pypool *p)
     pypool__unlock(&p->mu);
     send_pings(p, &ev);
     log_leaks(p, &ev);
-    for (unsigned k = 0; k < ev.nlate; k++)
-        pypool__log(p, PYPOOL_LOG_ERROR, ev.late_pid[k], "worker did not say Hello in time");
+    for (unsigned k = 0; k < ev.ncancel; k++)
+        pypool__lanes_send_cancels(p, &p->slots[ev.cancel[k]]);
+    for (unsigned k = 0; k < ev.nlate; k++) {
+        if (ev.late_kind[k] == LATE_HELLO)
+            pypool__log(p, PYPOOL_LOG_ERROR, ev.late_pid[k], "worker did not say Hello in time");
+        else
+            pypool__log(p, PYPOOL_LOG_WARN, ev.late_pid[k],
+                        "a cancelled call ran past cancel_grace_ms (%lld ms): worker killed",
+                        (long long)p->cfg.cancel_grace_ms);
+    }
     return earliest(next, dying_timers(p, now));
 }
 

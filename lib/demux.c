@@ -1,0 +1,85 @@
+/*
+ * demux.c - layer 2, reaper side: the replies of multiplexed workers. The reaper reads every
+ * such worker's reply pipe (it is in the poll set while the worker serves) and hands each
+ * frame to the lane its request id names (lanes.c), waking that lane's owner.
+ *
+ * Design notes:
+ * - One reader per pipe, whatever the number of calls in flight: frames never interleave, and
+ *   the reaper's poll already watches the pipe for Hello and Pong.
+ * - Frames for a lane whose caller gave up are dropped there; the final one frees the lane. A
+ *   host call of such a lane is refused at once, so its handler does not wait for the grace
+ *   kill. Frames with ids no lane holds are logged and dropped.
+ * - A lane's queue over its window pauses reading (lanes.c): the worker's writes then block, so
+ *   a slow stream consumer holds back that worker rather than growing memory.
+ */
+#include <stdlib.h>
+
+#include "codec.h"
+#include "lanes.h"
+#include "supervise.h"
+#include "sync.h"
+
+/* HostError code for a host call whose call was cancelled (exchange.c has the others). */
+#define HOST_ERR_CANCELED (-3)
+
+/* A host call of an orphaned lane: answered with an error if the pipe takes it right now (the
+ * reaper never waits for a worker's pipe); otherwise the grace kill ends the handler. */
+static void refuse_host_call(pypool *p, pypool__slot *s, const Pypool__HostCall *call)
+{
+    pypool__wbuf b = {0};
+    if (pypool__encode_host_reply(&b, call->id, call->call_id, NULL, 0, HOST_ERR_CANCELED,
+                                  "the call was cancelled", p->cfg.max_frame_bytes) == 0 &&
+        pthread_mutex_trylock(&s->wmu) == 0) {
+        struct iovec iov = {b.data, b.len};
+        size_t written = 0;
+        (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, &written);
+        s->req_bytes += written;
+        pypool__unlock(&s->wmu);
+    }
+    pypool__wbuf_free(&b);
+}
+
+/* A host call for a lane that is gone or orphaned. */
+static bool orphan_host_call_locked(pypool *p, pypool__slot *s, uint64_t call_id)
+{
+    unsigned lane = (unsigned)(call_id & PYPOOL__LANE_MASK);
+    if (lane >= p->cfg.max_inflight)
+        return true;
+    const pypool__lane *l = &s->lanes[lane];
+    return l->id != call_id || l->state != PYPOOL__LANE_OWNED;
+}
+
+bool pypool__demux_frame(pypool *p, pypool__slot *s, Pypool__Envelope *env, uint32_t len)
+{
+    uint64_t id = 0;
+    bool final = false;
+    switch (env->msg_case) {
+    case PYPOOL__ENVELOPE__MSG_RESPONSE:
+        id = env->response->id;
+        final = !env->response->more;
+        break;
+    case PYPOOL__ENVELOPE__MSG_HOST_CALL:
+        id = env->host_call->call_id;
+        break;
+    default:
+        break;
+    }
+    pypool__lock(&p->mu);
+    int pid = s->child.pid;
+    if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL && orphan_host_call_locked(p, s, id)) {
+        pypool__unlock(&p->mu);
+        refuse_host_call(p, s, env->host_call);
+        pypool__envelope_free(env);
+        return true;
+    }
+    int kind = (int)env->msg_case;
+    bool taken = id != 0 && pypool__lane_deliver_locked(p, s, id, env, len, final);
+    pypool__unlock(&p->mu);
+    if (!taken) {
+        pypool__log(p, PYPOOL_LOG_WARN, pid,
+                    "dropped a message (case %d, id %llu) no call is waiting for", kind,
+                    (unsigned long long)id);
+        pypool__envelope_free(env);
+    }
+    return true;
+}

@@ -1,0 +1,54 @@
+/*
+ * lanes.h - layer 1: the lanes of a multiplexed worker (max_inflight > 1), one per call it
+ * holds. Taking and freeing lanes, handing free lanes to waiting threads in FIFO order, the
+ * queue of frames the reaper routes to a lane, orphaning a lane whose caller gave up, and
+ * failing every lane when the worker dies. Everything *_locked wants the pool mutex.
+ */
+#ifndef PYPOOL_LANES_H
+#define PYPOOL_LANES_H
+
+#include "slots.h"
+
+/* Frames (or bytes) queued on one lane beyond which the reaper stops reading that worker's
+ * reply pipe until the lane's owner catches up: the worker's writes then block (a slow stream
+ * consumer slows its producer) and memory stays bounded. */
+#define PYPOOL__LANE_WINDOW_FRAMES 64
+#define PYPOOL__LANE_WINDOW_BYTES  (4u << 20)
+
+/* Allocates the lanes of every slot (max_inflight > 1); false when out of memory. */
+bool pypool__lanes_init(pypool *p);
+void pypool__lanes_free(pypool *p);
+
+/*
+ * The owner is done with its lane: frees it and settles the slot (serve waiters, go IDLE, or
+ * break a draining worker once its last call is out). reason != NONE starts draining.
+ */
+void pypool__lane_release_locked(pypool *p, pypool__slot *s, unsigned lane, int reason);
+/* The owner gives up on its call (deadline, closed stream): the lane waits for the final
+ * reply without an owner, for cancel_grace_ms at most. Returns false if the final reply is
+ * already queued (the owner should take it instead). */
+bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane);
+/* The worker is gone (reaped): owned lanes learn PYPOOL_EWORKER, orphans are freed. */
+void pypool__lanes_fail_locked(pypool *p, pypool__slot *s);
+
+/* The reaper routes a decoded frame for lane `lane` (request id `id`); takes env. Returns
+ * false if no lane waits for that id (the caller drops it). */
+bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool__Envelope *env,
+                                 size_t bytes, bool final);
+/* The owner takes the oldest queued frame (NULL if none); resumes a paused reply pipe. */
+Pypool__Envelope *pypool__lane_pop_locked(pypool *p, pypool__slot *s, unsigned lane);
+
+/* The earliest grace deadline of the slot's orphans (0: none). */
+int64_t pypool__lanes_grace_locked(const pypool *p, const pypool__slot *s);
+
+/* Sends Cancel for orphans that have none out yet, if the request pipe is free right now
+ * (never waits for it: a writer holding it sends them when it is done). Takes mu itself. */
+void pypool__lanes_send_cancels(pypool *p, pypool__slot *s);
+/* Same, for a thread that already holds s->wmu (a writer, right before letting go of it). */
+void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s);
+
+/* Bytes of requests the worker took from its pipe (after it died: everything it ever read).
+ * Takes wmu. */
+uint64_t pypool__lanes_consumed(pypool__slot *s);
+
+#endif

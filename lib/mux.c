@@ -1,0 +1,295 @@
+/*
+ * mux.c - layer 2, client side: a call on one lane of a multiplexed worker (max_inflight > 1).
+ *
+ * Design notes:
+ * - Many threads write to one worker's request pipe, so writes hold the slot's wmu; a frame is
+ *   always written whole or the worker is given up (a torn frame would garble every later
+ *   request). A writer blocked on a full pipe also watches the worker's pidfd, so a death ends
+ *   the wait at once.
+ * - Replies are not read here: the reaper reads the pipe and queues each frame on the lane its
+ *   id names (demux.c, lanes.c); the owner sleeps on the lane's futex word with its deadline.
+ * - At the deadline the call is given up, not the worker: the lane is orphaned and the worker
+ *   gets a Cancel. The final reply (or the worker's death, or the grace kill) frees the lane.
+ * - A worker that dies with calls in flight fails each with EWORKER, except calls whose request
+ *   it never took from the pipe (req_start at or past the bytes it consumed): those are retried.
+ */
+#include "mux.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "call.h" /* PYPOOL__ENOTSENT */
+#include "clock.h"
+#include "error.h"
+#include "exchange.h"
+#include "lanes.h"
+#include "latency.h"
+#include "log.h"
+#include "sync.h"
+
+static int fail(pypool_result *out, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(pypool_result *out, int err, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    free(out->error_message);
+    out->error_message = strdup(buf);
+    pypool__set_error(err, "%s", buf);
+    return err;
+}
+
+/* With wmu held: writes one frame, keeping the count of bytes the pipe was given. */
+static int write_frame_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
+                               size_t *written)
+{
+    *written = 0;
+    int rc = pypool__frame_write_held(s->child.req_fd, s->child.pidfd, iov, iovcnt, deadline_ns,
+                                      written);
+    s->req_bytes += *written;
+    return rc;
+}
+
+static int64_t ms_left(int64_t deadline_ns, int64_t now_ns)
+{
+    if (deadline_ns < 0)
+        return 0;
+    int64_t left = (deadline_ns - now_ns) / PYPOOL__MS;
+    return left > 0 ? left : 1;
+}
+
+/* The request pipe was left with part of a frame: nothing more can be sent to this worker. */
+static int torn(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
+                int *reason)
+{
+    pypool__slot_kill(p, s);
+    *reason = rc == PYPOOL_ETIMEDOUT ? PYPOOL__BREAK_TIMEOUT : PYPOOL__BREAK_PROTO;
+    if (rc == PYPOOL_ETIMEDOUT)
+        return fail(out, rc,
+                    "call to '%s' passed its deadline while its request was being written; "
+                    "worker pid %d killed",
+                    method, s->child.pid);
+    return fail(out, PYPOOL_ESYS, "writing the request of '%s' to worker pid %d failed", method,
+                s->child.pid);
+}
+
+int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
+                      const char *session_id, const char *method, const void *payload, size_t len,
+                      int64_t deadline_ns, pypool_result *out, int *reason)
+{
+    *reason = PYPOOL__BREAK_NONE;
+    out->worker_pid = s->child.pid; /* stable while a lane is held: the slot cannot break */
+    pypool__lane *l = &s->lanes[lane];
+    if (new_id) {
+        pypool__lock(&p->mu);
+        pypool__lane_new_id_locked(s, lane);
+        pypool__unlock(&p->mu);
+    }
+    pypool__request_hdr h = {.id = l->id, /* the owner's to read: only it renews it */
+                             .method = method,
+                             .session_id = session_id,
+                             .deadline_ms = ms_left(deadline_ns, pypool__now_ns()),
+                             .payload_len = len};
+    pypool__lock(&s->wmu);
+    int rc = pypool__encode_request(&s->lane_wbuf, &h, p->cfg.max_frame_bytes);
+    size_t written = 0;
+    if (rc == 0) {
+        l->req_start = s->req_bytes;
+        struct iovec iov[2] = {{s->lane_wbuf.data, s->lane_wbuf.len}, {(void *)payload, len}};
+        rc = write_frame_wlocked(s, iov, len ? 2 : 1, deadline_ns, &written);
+    }
+    pypool__lanes_send_cancels_wlocked(p, s); /* owed by threads that found wmu taken */
+    pypool__unlock(&s->wmu);
+    if (rc == PYPOOL_EINVAL)
+        return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
+                    p->cfg.max_frame_bytes);
+    if (rc == 0)
+        return 0;
+    if (rc == PYPOOL_EWORKER && l->req_start >= pypool__lanes_consumed(s))
+        return PYPOOL__ENOTSENT; /* died; what we wrote is still in the pipe, unread */
+    if (written == 0 && rc == PYPOOL_ETIMEDOUT)
+        return fail(out, rc, "call to '%s' passed its deadline before its request could be sent",
+                    method);
+    if (rc == PYPOOL_ENOMEM)
+        return fail(out, rc, "out of memory encoding the request to '%s'", method);
+    return torn(p, s, rc, method, out, reason);
+}
+
+/* The exchange's source on a lane: what the reaper queued for it. */
+static int lane_next(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **env)
+{
+    pypool *p = x->p;
+    pypool__slot *s = x->s;
+    pypool__lane *l = &s->lanes[x->lane];
+    bool soft = until_ns >= 0 && (x->deadline_ns < 0 || until_ns < x->deadline_ns);
+    int64_t limit = soft ? until_ns : x->deadline_ns;
+    for (;;) {
+        pypool__lock(&p->mu);
+        unsigned seen = atomic_load(&l->signal);
+        Pypool__Envelope *e = pypool__lane_pop_locked(p, s, (unsigned)x->lane);
+        int err = l->err;
+        pypool__unlock(&p->mu);
+        if (e) {
+            *env = e;
+            return 0;
+        }
+        if (err)
+            return err;
+        if (!pypool__seq_wait_until(&l->signal, seen, limit))
+            return soft ? PYPOOL__EUNTIL : PYPOOL_ETIMEDOUT;
+    }
+}
+
+static int lane_send_frame(pypool__xchg *x, const void *frame, size_t len)
+{
+    pypool__slot *s = x->s;
+    struct iovec iov = {(void *)frame, len};
+    size_t written;
+    pypool__lock(&s->wmu);
+    int rc = write_frame_wlocked(s, &iov, 1, x->deadline_ns, &written);
+    pypool__lanes_send_cancels_wlocked(x->p, s);
+    pypool__unlock(&s->wmu);
+    if (rc && written)
+        pypool__slot_kill(x->p, s); /* a torn frame: the worker cannot be talked to any more */
+    return rc;
+}
+
+void pypool__lane_xchg_init(pypool__xchg *x, pypool *p, pypool__slot *s, unsigned lane,
+                            const char *method, int64_t deadline_ns)
+{
+    *x = (pypool__xchg){.p = p,
+                        .s = s,
+                        .id = s->lanes[lane].id,
+                        .method = method,
+                        .next = lane_next,
+                        .send = lane_send_frame,
+                        .lane = (int)lane,
+                        .deadline_ns = deadline_ns};
+}
+
+bool pypool__lane_give_up(pypool *p, pypool__slot *s, unsigned lane)
+{
+    pypool__lock(&p->mu);
+    bool orphaned = pypool__lane_orphan_locked(p, s, lane);
+    pypool__unlock(&p->mu);
+    if (orphaned)
+        pypool__lanes_send_cancels(p, s);
+    return orphaned;
+}
+
+static int worker_gone(pypool *p, pypool__slot *s, unsigned lane, const char *method,
+                       pypool_result *out, int *reason)
+{
+    *reason = PYPOOL__BREAK_CRASH;
+    if (s->lanes[lane].req_start >= pypool__lanes_consumed(s))
+        return PYPOOL__ENOTSENT;
+    char how[128] = "died";
+    pypool__lock(&p->mu);
+    if (s->reaped)
+        pypool__describe_status(s->exit_status, how, sizeof how);
+    bool destroyed = p->shutting_down;
+    pypool__unlock(&p->mu);
+    if (destroyed)
+        return fail(out, PYPOOL_ESHUTDOWN,
+                    "the pool was destroyed during the call to '%s'; worker pid %d %s", method,
+                    s->child.pid, how);
+    return fail(out, PYPOOL_EWORKER, "worker pid %d %s during call to '%s'", s->child.pid, how,
+                method);
+}
+
+int pypool__lane_failed(pypool *p, pypool__slot *s, unsigned lane, int rc, const char *method,
+                        pypool_result *out, int *reason, bool *orphaned)
+{
+    *orphaned = false;
+    switch (rc) {
+    case PYPOOL_ETIMEDOUT:
+        *orphaned = pypool__lane_give_up(p, s, lane);
+        if (!*orphaned)
+            return rc; /* the reply came in at the last moment: the caller takes it */
+        pypool__lock(&p->mu);
+        p->counters.timeouts++;
+        pypool__unlock(&p->mu);
+        pypool__log(p, PYPOOL_LOG_INFO, s->child.pid, "call to '%s' passed its deadline: cancelled",
+                    method);
+        return fail(out, rc,
+                    "call to '%s' passed its deadline; cancelled (worker pid %d serves on)", method,
+                    s->child.pid);
+    case PYPOOL_EWORKER:
+        return worker_gone(p, s, lane, method, out, reason);
+    case PYPOOL_ENOMEM:
+        pypool__slot_kill(p, s);
+        *reason = PYPOOL__BREAK_PROTO;
+        return fail(out, rc, "out of memory reading the reply to '%s'", method);
+    default:
+        pypool__slot_kill(p, s);
+        *reason = PYPOOL__BREAK_PROTO;
+        return fail(out, rc < 0 ? rc : PYPOOL_EPROTO, "the reply to '%s' could not be read",
+                    method);
+    }
+}
+
+/* Runs the exchange to its end; a deadline that raced with the final reply still gets it. */
+static int collect(pypool *p, pypool__slot *s, unsigned lane, pypool__xchg *x, pypool_result *out,
+                   int *reason, bool *orphaned)
+{
+    for (;;) {
+        int rc = pypool__xchg_collect(x, out);
+        if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE) {
+            s->lanes[lane].served++;
+            s->lanes[lane].remote += rc == PYPOOL_EREMOTE;
+            if (!x->over) /* a joined stream outgrew the frame limit: stop the rest */
+                *orphaned = pypool__lane_give_up(p, s, lane);
+            return rc;
+        }
+        rc = pypool__lane_failed(p, s, lane, rc, x->method, out, reason, orphaned);
+        if (!(rc == PYPOOL_ETIMEDOUT && !*orphaned))
+            return rc;
+    }
+}
+
+int pypool__lane_call(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
+                      const char *session_id, const char *method, const void *payload, size_t len,
+                      int64_t deadline_ns, int64_t *wait_start, pypool_result *out, int *reason,
+                      bool *orphaned)
+{
+    *orphaned = false;
+    int64_t sent_at = pypool__now_ns();
+    if (*wait_start) {
+        pypool__latency_wait(p, s->index, *wait_start, sent_at);
+        *wait_start = 0;
+    }
+    int rc = pypool__lane_send(p, s, lane, new_id, session_id, method, payload, len, deadline_ns,
+                               out, reason);
+    if (rc)
+        return rc;
+    pypool__xchg x;
+    pypool__lane_xchg_init(&x, p, s, lane, method, deadline_ns);
+    rc = collect(p, s, lane, &x, out, reason, orphaned);
+    if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE)
+        pypool__latency_call(p, s->index, sent_at, pypool__now_ns());
+    return rc;
+}
+
+void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason)
+{
+    *reason = PYPOOL__BREAK_NONE;
+    int64_t deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
+    pypool__lock(&s->wmu);
+    int rc = pypool__encode_session_close(&s->lane_wbuf, session_id);
+    size_t written = 0;
+    if (rc == 0) {
+        struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
+        rc = write_frame_wlocked(s, &iov, 1, deadline, &written);
+    }
+    pypool__lanes_send_cancels_wlocked(p, s);
+    pypool__unlock(&s->wmu);
+    if (rc != 0 && written > 0) { /* torn: the worker cannot be talked to any more */
+        pypool__slot_kill(p, s);
+        *reason = PYPOOL__BREAK_TIMEOUT;
+    }
+}
