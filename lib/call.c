@@ -17,6 +17,7 @@
  */
 #include "call.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +258,16 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
                              .deadline_ms = ms_left(deadline_ns, sent_at),
                              .payload_len = len};
     size_t written = 0;
-    int rc = send_request(p, s, &h, payload, deadline_ns, &written);
+    int rc;
+    if (s->presented_id) { /* the thread that handed us the worker sent it already */
+        h.id = s->presented_id;
+        s->next_id = h.id;
+        written = s->presented_bytes;
+        s->presented_id = 0;
+        rc = 0;
+    } else {
+        rc = send_request(p, s, &h, payload, deadline_ns, &written);
+    }
     if (rc == PYPOOL_EINVAL)
         return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
                     p->cfg.max_frame_bytes);
@@ -337,4 +347,26 @@ bool pypool__slot_channel_dirty(const pypool__slot *s)
     /* No system call here: a worker that died idle is caught by the reaper (pidfd) or, in
      * the window before it, by the abort/never_read path (the request is retried). */
     return s->reader.err || s->reader.end > s->reader.start + s->reader.pending;
+}
+
+void pypool__slot_present(pypool *p, pypool__slot *s, const pypool__prereq *pre)
+{
+    if (pre->session_id || pypool__slot_channel_dirty(s))
+        return; /* a session's call checks its binding first; a dirty channel is replaced */
+    pypool__request_hdr h = {.id = s->next_id + 1,
+                             .method = pre->method,
+                             .deadline_ms = ms_left(pre->deadline_ns, pypool__now_ns()),
+                             .payload_len = pre->len};
+    if (pre->len > PIPE_BUF || pypool__encode_request(&s->wbuf, &h, p->cfg.max_frame_bytes) != 0 ||
+        s->wbuf.len + pre->len > PIPE_BUF)
+        return;
+    /* At most PIPE_BUF bytes: the pipe takes them whole or not at all, without waiting. */
+    struct iovec iov[2] = {{s->wbuf.data, s->wbuf.len}, {(void *)pre->payload, pre->len}};
+    size_t written = 0;
+    (void)pypool__frame_write_held(s->child.req_fd, -1, iov, pre->len ? 2 : 1, 0, &written);
+    if (written == 0)
+        return; /* full: the new holder sends it itself */
+    s->next_id = h.id;
+    s->presented_id = h.id;
+    s->presented_bytes = written;
 }

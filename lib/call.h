@@ -40,6 +40,11 @@ int pypool__slot_cancel(pypool__slot *s, uint64_t id, int64_t deadline_ns);
 int pypool__slot_failed(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
                         int *reason);
 
+/* Writes the request of the thread a worker is being handed to (its `pre`), if it is small
+ * enough to go in one non-blocking write: the worker starts on it while that thread wakes.
+ * Sets s->presented_id on success; pypool__slot_call then does not send it again. */
+void pypool__slot_present(pypool *p, pypool__slot *s, const pypool__prereq *pre);
+
 /* Sends SessionClose on a checked-out slot. */
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 

@@ -13,6 +13,8 @@
  */
 #include "checkout.h"
 
+#include "call.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,11 +108,12 @@ static pypool__slot *take_idle_locked(pypool *p, int want, int64_t call_deadline
  * deadline. Called with mu held; returns with mu released.
  */
 static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_deadline_ns,
-                         pypool__slot **out, int *lane)
+                         const pypool__prereq *pre, pypool__slot **out, int *lane)
 {
     pypool__waiter w = {.want = want,
                         .granted = -1,
                         .lane = -1,
+                        .pre = pre,
                         .thread = pthread_self(),
                         .call_deadline_ns = call_deadline_ns};
     atomic_init(&w.decided, 0);
@@ -120,7 +123,9 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
     pypool__unlock(&p->mu);
     if (!pypool__wake_wait_until(&w.decided, deadline_ns)) {
         pypool__lock(&p->mu);
-        bool decided = atomic_load(&w.decided) != 0; /* a release may have just won the race */
+        /* A release may have just won the race: it decided, or claimed us and is writing our
+         * request (it posts right after, so that wait is short and bounded). */
+        bool decided = atomic_load(&w.decided) != 0 || w.claimed;
         if (!decided) {
             pypool__waiter_unlink_locked(p, &w);
             p->counters.timeouts++;
@@ -128,6 +133,7 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
         pypool__unlock(&p->mu);
         if (!decided)
             return PYPOOL_ETIMEDOUT;
+        pypool__wake_wait_until(&w.decided, -1);
     }
     if (w.granted >= 0) {
         *out = &p->slots[w.granted];
@@ -146,7 +152,8 @@ static void failure_detail_locked(pypool *p, int rc, char **why)
 }
 
 int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
-                     int64_t call_deadline_ns, pypool__slot **out, int *lane, char **why)
+                     int64_t call_deadline_ns, const pypool__prereq *pre, pypool__slot **out,
+                     int *lane, char **why)
 {
     int no_lane;
     if (!lane)
@@ -167,7 +174,7 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
     else if (p->cfg.max_waiters && p->nwaiters >= p->cfg.max_waiters)
         rc = PYPOOL_EBUSY;
     else {
-        rc = wait_unlocked(p, want, deadline_ns, call_deadline_ns, out, lane);
+        rc = wait_unlocked(p, want, deadline_ns, call_deadline_ns, pre, out, lane);
         if (rc == 0 || rc == PYPOOL_ETIMEDOUT)
             return rc;
         pypool__lock(&p->mu); /* woken with an error: fetch its detail */
@@ -179,6 +186,7 @@ int pypool__checkout(pypool *p, int want, int64_t deadline_ns, bool nowait,
 
 void pypool__checkin(pypool *p, pypool__slot *s, int reason)
 {
+    pypool__waiter *next = NULL;
     last_pool = p;
     last_slot = s->index;
     pypool__lock(&p->mu);
@@ -204,11 +212,18 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
             pypool__slot_close_locked(p, s);
     } else {
         pypool__transition(s, PYPOOL__EV_CHECKIN);
-        pypool__slot_release_locked(p, s);
+        next = pypool__slot_handoff_locked(p, s);
     }
     if (p->shutting_down)
         pypool__cond_broadcast(&p->state_cv);
     pypool__unlock(&p->mu);
+    if (next) {
+        /* The next holder is asleep: send its request now, so the worker starts on it while
+         * that thread wakes (the hand-off is then off the worker's critical path). */
+        if (next->pre)
+            pypool__slot_present(p, s, next->pre);
+        pypool__wake_post(&next->decided);
+    }
 }
 
 void pypool__checkin_lane(pypool *p, pypool__slot *s, unsigned lane, int reason)

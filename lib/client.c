@@ -52,11 +52,12 @@ int pypool__check_call_args(const pypool *p, const char *method, const void *pay
  * bytes left over from an earlier exchange mean it talked out of turn.
  */
 static int checkout_clean(pypool *p, int want, int64_t deadline, bool nowait, int64_t call_deadline,
-                          pypool__slot **out, int *lane, pypool_result *res)
+                          const pypool__prereq *pre, pypool__slot **out, int *lane,
+                          pypool_result *res)
 {
     for (;;) {
         char *why = NULL;
-        int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, out, lane, &why);
+        int rc = pypool__checkout(p, want, deadline, nowait, call_deadline, pre, out, lane, &why);
         if (rc) {
             const char *msg = rc == PYPOOL_ETIMEDOUT  ? "no worker became free before the deadline"
                               : rc == PYPOOL_ESESSION ? SESSION_LOST
@@ -169,7 +170,7 @@ void pypool__give_back(pypool *p, pypool__slot *s, int lane, int reason)
 }
 
 int pypool__acquire(pypool *p, const char *session_id, int64_t deadline, bool nowait,
-                    pypool__acquired *a, pypool_result *out)
+                    const pypool__prereq *pre, pypool__acquired *a, pypool_result *out)
 {
     int want = -1;
     uint64_t gen = 0;
@@ -179,7 +180,7 @@ int pypool__acquire(pypool *p, const char *session_id, int64_t deadline, bool no
             return pypool__result_error(out, rc, SESSION_LOST);
     }
     a->bound = gen != 0;
-    int rc = checkout_clean(p, want, deadline, nowait, deadline, &a->s, &a->lane, out);
+    int rc = checkout_clean(p, want, deadline, nowait, deadline, pre, &a->s, &a->lane, out);
     if (rc == PYPOOL_ESESSION && session_id && !a->bound) {
         pypool_result_free(out); /* the slot picked for a new session went away: pick again */
         return PYPOOL__ERETRY;
@@ -224,7 +225,12 @@ static int call_attempt(pypool *p, const char *session_id, const char *method, c
                         pypool_result *out)
 {
     pypool__acquired a;
-    int rc = pypool__acquire(p, session_id, deadline, nowait, &a, out);
+    pypool__prereq pre = {.method = method,
+                          .session_id = session_id,
+                          .payload = payload,
+                          .len = len,
+                          .deadline_ns = deadline};
+    int rc = pypool__acquire(p, session_id, deadline, nowait, &pre, &a, out);
     if (rc)
         return rc;
     pypool__slot *s = a.s;
@@ -309,7 +315,7 @@ int pypool_session_close(pypool *p, const char *session_id)
             char *why = NULL;
             int64_t deadline = pypool__deadline_after_ms(p->cfg.checkout_timeout_ms);
             int lane;
-            rc = pypool__checkout(p, want, deadline, false, deadline, &s, &lane, &why);
+            rc = pypool__checkout(p, want, deadline, false, deadline, NULL, &s, &lane, &why);
             free(why);
             if (rc == 0) {
                 int reason = PYPOOL__BREAK_NONE;
@@ -353,8 +359,8 @@ int pypool_checkout(pypool *p, int64_t timeout_ms, pypool_worker **out)
         int64_t start = pypool__now_ns(); /* the deadline's base and wait_us's start */
         pypool__slot *s;
         int lane;
-        rc = checkout_clean(p, -1, pypool__deadline_at_ms(start, ms), timeout_ms == 0, 0, &s, &lane,
-                            NULL);
+        rc = checkout_clean(p, -1, pypool__deadline_at_ms(start, ms), timeout_ms == 0, 0, NULL, &s,
+                            &lane, NULL);
         pypool_worker *w = rc == 0 ? worker_handle(p, s, lane) : NULL;
         if (rc == 0 && !w) {
             pypool__checkin_lane(p, s, (unsigned)lane, PYPOOL__BREAK_NONE);

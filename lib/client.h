@@ -20,10 +20,11 @@ typedef struct pypool__acquired {
 int pypool__check_call_args(const pypool *p, const char *method, const void *payload, size_t len,
                             pypool_result *out);
 
-/* Routes (a session's request to its worker), checks out and binds a new session. 0,
+/* Routes (a session's request to its worker), checks out and binds a new session; pre (may be
+ * NULL) lets the thread handing over an exclusive worker send the request itself. 0,
  * PYPOOL__ERETRY (route again), or the error, in out too. */
 int pypool__acquire(pypool *p, const char *session_id, int64_t deadline, bool nowait,
-                    pypool__acquired *a, pypool_result *out);
+                    const pypool__prereq *pre, pypool__acquired *a, pypool_result *out);
 /* The worker died without reading the request: PYPOOL__ERETRY, or ESESSION if the session's
  * state died with it. */
 int pypool__unsent(pypool *p, const char *session_id, const pypool__acquired *a,

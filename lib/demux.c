@@ -49,37 +49,48 @@ static bool orphan_host_call_locked(pypool *p, pypool__slot *s, uint64_t call_id
     return l->id != call_id || l->state != PYPOOL__LANE_OWNED;
 }
 
-bool pypool__demux_frame(pypool *p, pypool__slot *s, Pypool__Envelope *env, uint32_t len)
+/* The request id a frame answers (0: none). */
+static uint64_t frame_call_id(const Pypool__Envelope *env, bool *final)
 {
-    uint64_t id = 0;
-    bool final = false;
-    switch (env->msg_case) {
-    case PYPOOL__ENVELOPE__MSG_RESPONSE:
-        id = env->response->id;
-        final = !env->response->more;
-        break;
-    case PYPOOL__ENVELOPE__MSG_HOST_CALL:
-        id = env->host_call->call_id;
-        break;
-    default:
-        break;
+    *final = false;
+    if (env->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE) {
+        *final = !env->response->more;
+        return env->response->id;
     }
+    if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL)
+        return env->host_call->call_id;
+    return 0;
+}
+
+void pypool__demux_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, const uint32_t *len,
+                         unsigned n)
+{
+    /* One lock for the batch; what needs I/O or a log line waits until it is released. */
+    Pypool__Envelope *refused[PYPOOL__DEMUX_BATCH];
+    Pypool__Envelope *dropped[PYPOOL__DEMUX_BATCH];
+    unsigned nrefused = 0, ndropped = 0;
     pypool__lock(&p->mu);
     int pid = s->child.pid;
-    if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL && orphan_host_call_locked(p, s, id)) {
-        pypool__unlock(&p->mu);
-        refuse_host_call(p, s, env->host_call);
-        pypool__envelope_free(env);
-        return true;
+    for (unsigned i = 0; i < n; i++) {
+        bool final;
+        uint64_t id = frame_call_id(env[i], &final);
+        if (env[i]->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL &&
+            orphan_host_call_locked(p, s, id))
+            refused[nrefused++] = env[i];
+        else if (id == 0 || !pypool__lane_deliver_locked(p, s, id, env[i], len[i], final))
+            dropped[ndropped++] = env[i];
     }
-    int kind = (int)env->msg_case;
-    bool taken = id != 0 && pypool__lane_deliver_locked(p, s, id, env, len, final);
     pypool__unlock(&p->mu);
-    if (!taken) {
-        pypool__log(p, PYPOOL_LOG_WARN, pid,
-                    "dropped a message (case %d, id %llu) no call is waiting for", kind,
-                    (unsigned long long)id);
-        pypool__envelope_free(env);
+    for (unsigned i = 0; i < nrefused; i++) {
+        refuse_host_call(p, s, refused[i]->host_call);
+        pypool__envelope_free(refused[i]);
     }
-    return true;
+    for (unsigned i = 0; i < ndropped; i++) {
+        bool final;
+        uint64_t id = frame_call_id(dropped[i], &final);
+        pypool__log(p, PYPOOL_LOG_WARN, pid,
+                    "dropped a message (case %d, id %llu) no call is waiting for",
+                    (int)dropped[i]->msg_case, (unsigned long long)id);
+        pypool__envelope_free(dropped[i]);
+    }
 }

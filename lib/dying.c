@@ -129,6 +129,10 @@ void pypool__release_child_locked(pypool *p, pypool__slot *s, int reason, int64_
     s->killed = false;
     s->sessions = 0;
     s->calls = s->served = 0;
+    /* A multiplexed worker has no call left here (it broke with none in flight), so nobody
+     * writes its request pipe: the next worker's byte count starts afresh. */
+    s->req_bytes = 0;
+    s->rx_paused = false;
 }
 
 void pypool__count_crash_locked(pypool *p, int status)

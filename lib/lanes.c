@@ -154,6 +154,10 @@ bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane)
     p->counters.remote_errors += l->remote;
     l->served = l->remote = 0;
     drop_queue(l); /* chunks nobody will read; the final reply frees the lane */
+    if (s->rx_paused) {
+        s->rx_paused = false; /* the queue that held the pipe back may have been this one */
+        pypool__kick_locked(p);
+    }
     l->state = PYPOOL__LANE_ORPHAN;
     l->cancel_sent = false;
     l->grace_ns = pypool__now_ns() + p->cfg.cancel_grace_ms * PYPOOL__MS;

@@ -106,8 +106,21 @@ static void drain_wake(pypool *p)
         ;
 }
 
-static void dispatch(pypool *p, pollset *ps)
+/* A multiplexed worker's replies only move frames to lanes: the poll set stays valid. */
+static bool replies_only(pypool *p, const pypool__slot *s)
 {
+    pypool__lock(&p->mu);
+    bool still = s->lanes && pypool__reaper_reads_locked(s) && s->state != PYPOOL_SLOT_STARTING &&
+                 s->state != PYPOOL_SLOT_PINGING;
+    pypool__unlock(&p->mu);
+    return still;
+}
+
+/* Handles the events of one poll; returns true if the poll set may have changed (anything but
+ * replies routed to lanes), so the loop must rebuild it (and run its timers) before polling. */
+static bool dispatch(pypool *p, pollset *ps)
+{
+    bool changed = false;
     /* Dying entries are handled last and in reverse: handling one may remove it. */
     for (unsigned k = 0; k < ps->n; k++) {
         if (!ps->fds[k].revents)
@@ -116,17 +129,22 @@ static void dispatch(pypool *p, pollset *ps)
         switch (ps->kind[k]) {
         case FD_WAKE:
             drain_wake(p);
+            changed = true;
             break;
         case FD_SLOT_EXIT:
             pypool__on_slot_exit(p, s);
+            changed = true;
             break;
         case FD_SLOT_REPLY:
             pypool__on_slot_reply(p, s);
+            changed |= !replies_only(p, s);
             break;
         case FD_SLOT_LOG:
             pypool__on_slot_log(p, s);
+            changed = true;
             break;
         default:
+            changed = true;
             break;
         }
     }
@@ -134,6 +152,7 @@ static void dispatch(pypool *p, pollset *ps)
         if (ps->kind[k] == FD_DYING && ps->fds[k].revents && ps->index[k] < p->ndying)
             pypool__on_dying_event(p, ps->index[k]);
     }
+    return changed;
 }
 
 static int poll_timeout(int64_t next_ns, bool tick)
@@ -163,12 +182,18 @@ static bool reaper_step(pypool *p, pollset *ps)
         pypool__start_due(p);
     int64_t next = pypool__run_timers(p);
     build_pollset(p, ps);
-    int timeout = poll_timeout(next, ps->need_tick || stopping || !room);
-    int ready = poll(ps->fds, ps->n, timeout);
-    if (ready < 0 && errno != EINTR)
-        pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper poll failed: %s", strerror(errno));
-    if (ready > 0)
-        dispatch(p, ps);
+    bool tick = ps->need_tick || stopping || !room;
+    /* While only multiplexed replies arrive, poll the same set again: a busy multiplexed pool
+     * then costs the reaper one poll and one lock per batch of replies, not a full round. */
+    bool changed = false;
+    int ready;
+    do {
+        ready = poll(ps->fds, ps->n, poll_timeout(next, tick));
+        if (ready < 0 && errno != EINTR)
+            pypool__log(p, PYPOOL_LOG_ERROR, 0, "reaper poll failed: %s", strerror(errno));
+        if (ready > 0)
+            changed = dispatch(p, ps);
+    } while (ready > 0 && !changed && !tick);
     if (ps->need_tick)
         pypool__poll_exits(p);
     return true;

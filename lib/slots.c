@@ -107,6 +107,23 @@ static void decide(pypool__waiter *w, int granted, int err)
     pypool__wake_post(&w->decided);
 }
 
+pypool__waiter *pypool__slot_handoff_locked(pypool *p, pypool__slot *s)
+{
+    pypool__assert_locked(p);
+    for (pypool__waiter *w = p->wait_head; w && !s->lanes; w = w->next) {
+        if (w->want < 0 || w->want == (int)s->index) {
+            pypool__waiter_unlink_locked(p, w);
+            pypool__slot_take_locked(p, s, w->thread, w->call_deadline_ns);
+            w->granted = (int)s->index;
+            w->err = 0;
+            w->claimed = true;
+            return w;
+        }
+    }
+    pypool__slot_release_locked(p, s);
+    return NULL;
+}
+
 void pypool__slot_release_locked(pypool *p, pypool__slot *s)
 {
     pypool__assert_locked(p);
@@ -154,7 +171,7 @@ void pypool__fail_waiters_locked(pypool *p, int slot, int err)
 void pypool__slot_break_locked(pypool *p, pypool__slot *s, int reason)
 {
     pypool__assert_locked(p);
-    if (s->lanes && s->state == PYPOOL_SLOT_BUSY) {
+    if (s->lanes && s->state == PYPOOL_SLOT_BUSY && s->inflight > 0) {
         /* Its calls' owners still use the channel: it breaks when the last one is out. */
         pypool__slot_drain_locked(p, s, reason);
         return;

@@ -146,7 +146,10 @@ typedef struct pypool__slot {
     uint64_t pend_call_timeouts;
     uint64_t pend_proto;
     int pending_break; /* an explicit checkout's call broke the worker: checkin reason */
-    bool killed;       /* [mu] we killed it (timeout, ping, protocol): not a crash */
+    /* The request a releasing thread wrote for the new holder (0: none), and its size. */
+    uint64_t presented_id;
+    size_t presented_bytes;
+    bool killed; /* [mu] we killed it (timeout, ping, protocol): not a crash */
 
     /* reaper only */
     pypool__logbuf log;
@@ -185,7 +188,20 @@ typedef struct pypool__waiter {
     pthread_t thread;         /* becomes the slot's holder */
     int64_t call_deadline_ns; /* published with the slot (pypool__watch_deadline_locked) */
     atomic_uint decided;      /* 0 while waiting; the futex word */
+    /* Exclusive workers: the request the waiter will send, so that the thread handing it the
+     * worker can write it at once (the worker then need not wait for this thread to wake). */
+    const struct pypool__prereq *pre;
+    bool claimed; /* [mu] a releaser took it off the queue and posts `decided` after writing */
 } pypool__waiter;
+
+/* A request described before its worker is known (see pypool__waiter.pre). */
+typedef struct pypool__prereq {
+    const char *method;
+    const char *session_id;
+    const void *payload;
+    size_t len;
+    int64_t deadline_ns;
+} pypool__prereq;
 
 /* A child being stopped or already dead whose slot has moved on (reaper only). */
 typedef struct pypool__dying {
@@ -284,6 +300,10 @@ void pypool__slot_take_locked(pypool *p, pypool__slot *s, pthread_t thread,
                               int64_t call_deadline_ns);
 /* Release: makes a slot IDLE, or hands it straight to the longest waiter that takes it. */
 void pypool__slot_release_locked(pypool *p, pypool__slot *s);
+/* Release by a thread that will write the new holder's request itself: like release, but the
+ * waiter it hands the slot to (returned, NULL if none) is claimed, not yet woken; the caller
+ * posts its `decided` word (pypool__wake_post) after the write, without the mutex. */
+pypool__waiter *pypool__slot_handoff_locked(pypool *p, pypool__slot *s);
 /*
  * Break: the one way a slot's worker is given up (died, timed out, broke the protocol, missed
  * a ping, retired, shutdown): BROKEN with `reason`, its own waiters failed with PYPOOL_ESESSION,

@@ -43,7 +43,7 @@ static int open_attempt(pypool_stream *st, const char *session_id, const void *p
 {
     pypool *p = st->p;
     pypool__acquired *a = &st->a;
-    int rc = pypool__acquire(p, session_id, deadline, false, a, res);
+    int rc = pypool__acquire(p, session_id, deadline, false, NULL, a, res);
     if (rc)
         return rc;
     st->sent_at = pypool__now_ns();

@@ -253,24 +253,41 @@ bool pypool__reaper_reads_locked(const pypool__slot *s)
     return s->lanes && serving && !s->rx_paused && !s->reaped;
 }
 
-/* One frame from a worker the reaper talks to; false once the frames left are not its to
- * read (the handshake is over: a caller will read the rest). */
-static bool handle_frame(pypool *p, pypool__slot *s, Pypool__Envelope *env, uint32_t len)
+/* One frame from a worker in its handshake or a ping; false once the frames left are not the
+ * reaper's to read (a caller will read the rest). */
+static bool handle_frame(pypool *p, pypool__slot *s, int state, Pypool__Envelope *env)
 {
-    pypool__lock(&p->mu);
-    int state = s->state;
-    pypool__unlock(&p->mu);
-    if (state == PYPOOL_SLOT_STARTING) {
-        bool more = handle_hello_frame(p, s, env);
-        pypool__envelope_free(env);
-        return more || s->lanes;
+    bool more = state == PYPOOL_SLOT_STARTING ? handle_hello_frame(p, s, env)
+                                              : (pong_received(p, s, env), false);
+    pypool__envelope_free(env);
+    return more;
+}
+
+/* A multiplexed worker's replies: whole frames are decoded and routed in batches. */
+static void mux_replies(pypool *p, pypool__slot *s)
+{
+    Pypool__Envelope *env[PYPOOL__DEMUX_BATCH];
+    uint32_t lens[PYPOOL__DEMUX_BATCH];
+    int rc = pypool__reader_fill(&s->reader);
+    while (rc >= 0) {
+        unsigned n = 0;
+        const uint8_t *body;
+        uint32_t len;
+        while (n < PYPOOL__DEMUX_BATCH &&
+               (rc = pypool__reader_next(&s->reader, &body, &len)) == 1) {
+            if (!(env[n] = pypool__envelope_decode(body, len))) {
+                rc = PYPOOL_EPROTO;
+                break;
+            }
+            lens[n++] = len;
+        }
+        if (n)
+            pypool__demux_batch(p, s, env, lens, n);
+        if (rc != 1)
+            break;
     }
-    if (state == PYPOOL_SLOT_PINGING || !s->lanes) {
-        pong_received(p, s, env);
-        pypool__envelope_free(env);
-        return s->lanes != NULL;
-    }
-    return pypool__demux_frame(p, s, env, len);
+    if (rc < 0)
+        reply_channel_broken(p, s, rc);
 }
 
 void pypool__on_slot_reply(pypool *p, pypool__slot *s)
@@ -278,9 +295,15 @@ void pypool__on_slot_reply(pypool *p, pypool__slot *s)
     /* An earlier event of this round (its exit, say) may have moved the slot on. */
     pypool__lock(&p->mu);
     bool talking = pypool__reaper_reads_locked(s);
+    int state = s->state;
     pypool__unlock(&p->mu);
     if (!talking)
         return;
+    bool handshake = state == PYPOOL_SLOT_STARTING || state == PYPOOL_SLOT_PINGING;
+    if (s->lanes && !handshake) {
+        mux_replies(p, s);
+        return;
+    }
     int rc = pypool__reader_fill(&s->reader);
     const uint8_t *body;
     uint32_t len;
@@ -290,7 +313,7 @@ void pypool__on_slot_reply(pypool *p, pypool__slot *s)
             rc = PYPOOL_EPROTO;
             break;
         }
-        if (!handle_frame(p, s, env, len))
+        if (!handle_frame(p, s, state, env))
             return;
     }
     if (rc < 0)

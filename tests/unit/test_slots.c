@@ -63,7 +63,8 @@ static pypool__slot *checkout_now(pypool *p, int want)
 {
     pypool__slot *s = NULL;
     char *why = NULL;
-    int rc = pypool__checkout(p, want, pypool__deadline_after_ms(10000), true, 0, &s, NULL, &why);
+    int rc =
+        pypool__checkout(p, want, pypool__deadline_after_ms(10000), true, 0, NULL, &s, NULL, &why);
     free(why);
     cr_assert_eq(rc, 0, "checkout: %s", pypool_strerror(rc));
     return s;
@@ -149,7 +150,8 @@ static void *wait_then_return(void *arg)
     waiter_thread *w = arg;
     pypool__slot *s = NULL;
     char *why = NULL;
-    w->rc = pypool__checkout(w->p, w->want, pypool__deadline_after_ms(20000), false, 0, &s, NULL, &why);
+    w->rc = pypool__checkout(w->p, w->want, pypool__deadline_after_ms(20000), false, 0, NULL, &s,
+                             NULL, &why);
     free(why);
     if (w->rc == 0) {
         w->served_as = atomic_fetch_add(w->order, 1);
