@@ -14,6 +14,7 @@
 #include "checkout.h"
 
 #include "call.h"
+#include "mux.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,11 @@ void pypool__checkin_lane(pypool *p, pypool__slot *s, unsigned lane, int reason)
     last_pool = p;
     last_slot = s->index;
     pypool__lock(&p->mu);
-    pypool__lane_release_locked(p, s, lane, reason);
+    pypool__waiter *next = pypool__lane_handoff_locked(p, s, lane, reason);
     pypool__unlock(&p->mu);
+    if (next) { /* as for exclusive workers: the worker gets the request before its thread wakes */
+        if (next->pre)
+            pypool__lane_present(p, s, (unsigned)next->lane, next->pre);
+        pypool__wake_post(&next->decided);
+    }
 }

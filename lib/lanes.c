@@ -127,9 +127,27 @@ static void free_lane_locked(pypool *p, pypool__slot *s, unsigned lane)
     }
 }
 
-void pypool__lane_release_locked(pypool *p, pypool__slot *s, unsigned lane, int reason)
+/* The longest waiter a freed lane of s can serve now, given that lane but not yet woken. */
+static pypool__waiter *claim_waiter_locked(pypool *p, pypool__slot *s)
 {
-    pypool__assert_locked(p);
+    if (!pypool__lane_open_locked(p, s) || p->shutting_down)
+        return NULL;
+    for (pypool__waiter *w = p->wait_head; w; w = w->next) {
+        if (w->want < 0 || w->want == (int)s->index) {
+            pypool__waiter_unlink_locked(p, w);
+            w->granted = (int)s->index;
+            w->lane = (int)pypool__lane_take_locked(p, s);
+            w->err = 0;
+            w->claimed = true;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* Frees an owner's lane: its counts folded in, draining started if asked or due. */
+static void give_back_locked(pypool *p, pypool__slot *s, unsigned lane, int reason)
+{
     pypool__lane *l = &s->lanes[lane];
     s->calls += l->served;
     p->counters.calls += l->served;
@@ -140,7 +158,22 @@ void pypool__lane_release_locked(pypool *p, pypool__slot *s, unsigned lane, int 
     else if (s->call_limit && s->calls >= s->call_limit)
         pypool__slot_drain_locked(p, s, PYPOOL__BREAK_RETIRE);
     free_lane_locked(p, s, lane);
+}
+
+void pypool__lane_release_locked(pypool *p, pypool__slot *s, unsigned lane, int reason)
+{
+    pypool__assert_locked(p);
+    give_back_locked(p, s, lane, reason);
     settle_locked(p, s);
+}
+
+pypool__waiter *pypool__lane_handoff_locked(pypool *p, pypool__slot *s, unsigned lane, int reason)
+{
+    pypool__assert_locked(p);
+    give_back_locked(p, s, lane, reason);
+    pypool__waiter *w = claim_waiter_locked(p, s);
+    settle_locked(p, s);
+    return w;
 }
 
 bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane)

@@ -24,6 +24,10 @@ void pypool__lanes_free(pypool *p);
  * break a draining worker once its last call is out). reason != NONE starts draining.
  */
 void pypool__lane_release_locked(pypool *p, pypool__slot *s, unsigned lane, int reason);
+/* Release by an owner that will send the next waiter's request itself (as
+ * pypool__slot_handoff_locked): the waiter given this slot's freed lane is returned claimed,
+ * not yet woken (NULL if none); the caller posts its `decided` word after the write. */
+pypool__waiter *pypool__lane_handoff_locked(pypool *p, pypool__slot *s, unsigned lane, int reason);
 /* The owner gives up on its call (deadline, closed stream): the lane waits for the final
  * reply without an owner, for cancel_grace_ms at most. Returns false if the final reply is
  * already queued (the owner should take it instead). */

@@ -15,6 +15,7 @@
  */
 #include "mux.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,10 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
     *reason = PYPOOL__BREAK_NONE;
     out->worker_pid = s->child.pid; /* stable while a lane is held: the slot cannot break */
     pypool__lane *l = &s->lanes[lane];
+    if (l->presented) { /* the thread that handed us the lane sent it already */
+        l->presented = false;
+        return 0;
+    }
     if (new_id) {
         pypool__lock(&p->mu);
         pypool__lane_new_id_locked(s, lane);
@@ -292,4 +297,29 @@ void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_TIMEOUT;
     }
+}
+
+void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre)
+{
+    if (pre->session_id || pre->len > PIPE_BUF)
+        return; /* a session's call checks its binding first */
+    pypool__lane *l = &s->lanes[lane];
+    pypool__request_hdr h = {.id = l->id, /* given at take, under mu */
+                             .method = pre->method,
+                             .deadline_ms = ms_left(pre->deadline_ns, pypool__now_ns()),
+                             .payload_len = pre->len};
+    if (pthread_mutex_trylock(&s->wmu) != 0)
+        return; /* another writer is at work: the new owner sends it itself */
+    size_t written = 0;
+    if (pypool__encode_request(&s->lane_wbuf, &h, p->cfg.max_frame_bytes) == 0 &&
+        s->lane_wbuf.len + pre->len <= PIPE_BUF) {
+        l->req_start = s->req_bytes;
+        struct iovec iov[2] = {{s->lane_wbuf.data, s->lane_wbuf.len},
+                               {(void *)pre->payload, pre->len}};
+        /* At most PIPE_BUF bytes: the pipe takes them whole or not at all, without waiting. */
+        (void)write_frame_wlocked(s, iov, pre->len ? 2 : 1, 0, &written);
+    }
+    pypool__lanes_send_cancels_wlocked(p, s);
+    pypool__unlock(&s->wmu);
+    l->presented = written > 0;
 }

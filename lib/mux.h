@@ -43,6 +43,10 @@ int pypool__lane_call(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
                       int64_t deadline_ns, int64_t *wait_start, pypool_result *out, int *reason,
                       bool *orphaned);
 
+/* Writes the request of the thread a lane is being handed to (its `pre`) if it is small and
+ * the pipe takes it at once; pypool__lane_send then does not send it again. */
+void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre);
+
 /* Sends SessionClose through an owned lane (the worker drops the session's dict). */
 void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 

@@ -98,6 +98,9 @@ typedef struct pypool__lane {
     uint64_t req_start;  /* offset of its request in the request pipe (bytes; [wmu] writer) */
     int64_t grace_ns;    /* ORPHAN: the worker is killed if the final reply is not in by then */
     bool cancel_sent;    /* ORPHAN: its Cancel is written */
+    /* The owner's request was written by the thread that handed the lane over (before the
+     * owner was woken); the owner reads and clears it. */
+    bool presented;
     /* The owner's alone (no lock): replies it got since it took the lane, of which remote
      * errors; folded into the counters when it releases the lane. */
     unsigned served;
