@@ -25,30 +25,14 @@
 
 #include "clock.h"
 #include "error.h"
+#include "result.h"
 #include "exchange.h"
 #include "latency.h"
 #include "log.h"
 #include "sync.h"
 
-static int fail(pypool_result *out, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(pypool_result *out, int err, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    free(out->error_message);
-    out->error_message = strdup(buf);
-    pypool__set_error(err, "%s", buf);
-    return err;
-}
-
-/* The worker died during the call; the reaper reaped it before aborting, so its status is in. */
-static int worker_died(pypool *p, pypool__slot *s, const char *method, pypool_result *out,
-                       int *reason)
+int pypool__worker_died(pypool *p, pypool__slot *s, const char *method, pypool_result *out,
+                        int *reason)
 {
     char how[128] = "died";
     pypool__lock(&p->mu);
@@ -58,12 +42,12 @@ static int worker_died(pypool *p, pypool__slot *s, const char *method, pypool_re
     pypool__unlock(&p->mu);
     *reason = PYPOOL__BREAK_CRASH;
     if (destroyed) /* stopped by pypool_destroy after shutdown_grace_ms */
-        return fail(out, PYPOOL_ESHUTDOWN,
-                    "the pool was destroyed during the call to '%s'; "
-                    "worker pid %d %s",
-                    method, s->child.pid, how);
-    return fail(out, PYPOOL_EWORKER, "worker pid %d %s during call to '%s'", s->child.pid, how,
-                method);
+        return pypool__result_fail(out, PYPOOL_ESHUTDOWN,
+                                   "the pool was destroyed during the call to '%s'; "
+                                   "worker pid %d %s",
+                                   method, s->child.pid, how);
+    return pypool__result_fail(out, PYPOOL_EWORKER, "worker pid %d %s during call to '%s'",
+                               s->child.pid, how, method);
 }
 
 static int timed_out(pypool *p, pypool__slot *s, const char *method, pypool_result *out,
@@ -74,8 +58,9 @@ static int timed_out(pypool *p, pypool__slot *s, const char *method, pypool_resu
     s->pend_call_timeouts++;
     pypool__log(p, PYPOOL_LOG_WARN, s->child.pid, "call to '%s' passed its deadline: worker killed",
                 method);
-    return fail(out, PYPOOL_ETIMEDOUT, "call to '%s' passed its deadline; worker pid %d killed",
-                method, s->child.pid);
+    return pypool__result_fail(out, PYPOOL_ETIMEDOUT,
+                               "call to '%s' passed its deadline; worker pid %d killed", method,
+                               s->child.pid);
 }
 
 static int protocol_error(pypool *p, pypool__slot *s, const char *method, const char *what,
@@ -86,8 +71,9 @@ static int protocol_error(pypool *p, pypool__slot *s, const char *method, const 
     s->pend_proto++;
     pypool__log(p, PYPOOL_LOG_WARN, s->child.pid, "protocol error during call to '%s': %s", method,
                 what);
-    return fail(out, PYPOOL_EPROTO, "worker pid %d broke the protocol during call to '%s' (%s)",
-                s->child.pid, method, what);
+    return pypool__result_fail(out, PYPOOL_EPROTO,
+                               "worker pid %d broke the protocol during call to '%s' (%s)",
+                               s->child.pid, method, what);
 }
 
 /* Maps an abort or channel error to the caller's error. */
@@ -98,15 +84,16 @@ static int call_failed(pypool *p, pypool__slot *s, int rc, const char *method, p
     case PYPOOL_ETIMEDOUT:
         return timed_out(p, s, method, out, reason);
     case PYPOOL_EWORKER:
-        return worker_died(p, s, method, out, reason);
+        return pypool__worker_died(p, s, method, out, reason);
     case PYPOOL_ENOMEM:
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_PROTO;
-        return fail(out, PYPOOL_ENOMEM, "out of memory reading the reply to '%s'", method);
+        return pypool__result_fail(out, PYPOOL_ENOMEM, "out of memory reading the reply to '%s'",
+                                   method);
     case PYPOOL_ESYS:
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_PROTO;
-        return fail(out, PYPOOL_ESYS, "reading the reply to '%s' failed", method);
+        return pypool__result_fail(out, PYPOOL_ESYS, "reading the reply to '%s' failed", method);
     default:
         return protocol_error(p, s, method, "bad frame", out, reason);
     }
@@ -214,14 +201,6 @@ static bool never_read(const pypool__slot *s, size_t written)
     return written > 0 && pypool__unread_requests(&s->child) >= written;
 }
 
-static int64_t ms_left(int64_t deadline_ns, int64_t now_ns)
-{
-    if (deadline_ns < 0)
-        return 0;
-    int64_t left = (deadline_ns - now_ns) / PYPOOL__MS;
-    return left > 0 ? left : 1;
-}
-
 /* Writes the request; a full pipe is waited on with the deadline, and a poke ends the wait. */
 static int send_request(pypool *p, pypool__slot *s, const pypool__request_hdr *h,
                         const void *payload, int64_t deadline_ns, size_t *written)
@@ -255,7 +234,7 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
     pypool__request_hdr h = {.id = ++s->next_id,
                              .method = method,
                              .session_id = session_id,
-                             .deadline_ms = ms_left(deadline_ns, sent_at),
+                             .deadline_ms = pypool__ms_left(deadline_ns, sent_at),
                              .payload_len = len};
     size_t written = 0;
     int rc;
@@ -269,8 +248,9 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
         rc = send_request(p, s, &h, payload, deadline_ns, &written);
     }
     if (rc == PYPOOL_EINVAL)
-        return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
-                    p->cfg.max_frame_bytes);
+        return pypool__result_fail(out, rc,
+                                   "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
+                                   p->cfg.max_frame_bytes);
     if (rc == 0) {
         rc = read_reply(p, s, h.id, method, deadline_ns, out, reason);
         if (rc == PYPOOL_OK || rc == PYPOOL_EREMOTE)
@@ -296,14 +276,15 @@ int pypool__slot_send(pypool *p, pypool__slot *s, const char *session_id, const 
     pypool__request_hdr h = {.id = ++s->next_id,
                              .method = method,
                              .session_id = session_id,
-                             .deadline_ms = ms_left(deadline_ns, pypool__now_ns()),
+                             .deadline_ms = pypool__ms_left(deadline_ns, pypool__now_ns()),
                              .payload_len = len};
     *id = h.id;
     size_t written = 0;
     int rc = send_request(p, s, &h, payload, deadline_ns, &written);
     if (rc == PYPOOL_EINVAL)
-        return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
-                    p->cfg.max_frame_bytes);
+        return pypool__result_fail(out, rc,
+                                   "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
+                                   p->cfg.max_frame_bytes);
     if (rc == PYPOOL_EWORKER && never_read(s, written)) {
         *reason = PYPOOL__BREAK_CRASH;
         return PYPOOL__ENOTSENT;
@@ -355,7 +336,7 @@ void pypool__slot_present(pypool *p, pypool__slot *s, const pypool__prereq *pre)
         return; /* a session's call checks its binding first; a dirty channel is replaced */
     pypool__request_hdr h = {.id = s->next_id + 1,
                              .method = pre->method,
-                             .deadline_ms = ms_left(pre->deadline_ns, pypool__now_ns()),
+                             .deadline_ms = pypool__ms_left(pre->deadline_ns, pypool__now_ns()),
                              .payload_len = pre->len};
     if (pre->len > PIPE_BUF || pypool__encode_request(&s->wbuf, &h, p->cfg.max_frame_bytes) != 0 ||
         s->wbuf.len + pre->len > PIPE_BUF)

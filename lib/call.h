@@ -45,6 +45,11 @@ int pypool__slot_failed(pypool *p, pypool__slot *s, int rc, const char *method, 
  * Sets s->presented_id on success; pypool__slot_call then does not send it again. */
 void pypool__slot_present(pypool *p, pypool__slot *s, const pypool__prereq *pre);
 
+/* The worker died during a call (its exit status is in once reaped): EWORKER naming how, or
+ * ESHUTDOWN if pypool_destroy stopped it. *reason = CRASH. */
+int pypool__worker_died(pypool *p, pypool__slot *s, const char *method, pypool_result *out,
+                        int *reason);
+
 /* Sends SessionClose on a checked-out slot. */
 int pypool__slot_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);
 

@@ -43,3 +43,11 @@ int64_t pypool__deadline_min(int64_t a, int64_t b)
         return a;
     return a < b ? a : b;
 }
+
+int64_t pypool__ms_left(int64_t deadline_ns, int64_t now_ns)
+{
+    if (deadline_ns < 0)
+        return 0;
+    int64_t left = (deadline_ns - now_ns) / PYPOOL__MS;
+    return left > 0 ? left : 1;
+}

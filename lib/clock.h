@@ -18,6 +18,9 @@ int64_t pypool__deadline_after_ms(int64_t ms);
 int64_t pypool__deadline_at_ms(int64_t now_ns, int64_t ms);
 /* Milliseconds left until the deadline for poll(): -1 none, 0 passed, else rounded up. */
 int pypool__poll_timeout_ms(int64_t deadline_ns);
+/* Whole ms left until the deadline, as a request carries it to the worker: 0 for none, at least
+ * 1 for one that is (nearly) due. */
+int64_t pypool__ms_left(int64_t deadline_ns, int64_t now_ns);
 /* Earlier of two deadlines, where PYPOOL__NO_DEADLINE is "later than anything". */
 int64_t pypool__deadline_min(int64_t a, int64_t b);
 

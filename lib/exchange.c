@@ -143,20 +143,27 @@ static int finish_joined(pypool__xchg *x, Pypool__Response *resp, pypool_result 
     return PYPOOL_OK;
 }
 
+/* The next Response of the exchange; host calls met on the way are served here. */
+static int next_response(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **env)
+{
+    for (;;) {
+        int rc = x->next(x, until_ns, env);
+        if (rc < 0 || (*env)->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE)
+            return rc;
+        rc = pypool__xchg_host_call(x, (*env)->host_call);
+        pypool__envelope_free(*env);
+        if (rc < 0)
+            return rc;
+    }
+}
+
 int pypool__xchg_collect(pypool__xchg *x, pypool_result *out)
 {
     for (;;) {
         Pypool__Envelope *env;
-        int rc = x->next(x, -1, &env);
+        int rc = next_response(x, -1, &env);
         if (rc < 0)
             return rc;
-        if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL) {
-            rc = pypool__xchg_host_call(x, env->host_call);
-            pypool__envelope_free(env);
-            if (rc < 0)
-                return rc;
-            continue;
-        }
         Pypool__Response *resp = env->response;
         if (resp->more) {
             x->chunks++;
@@ -176,35 +183,24 @@ int pypool__xchg_chunk(pypool__xchg *x, int64_t until_ns, pypool_result *chunk)
 {
     if (x->over)
         return PYPOOL_DONE;
-    for (;;) {
-        Pypool__Envelope *env;
-        int rc = x->next(x, until_ns, &env);
-        if (rc < 0)
-            return rc;
-        if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL) {
-            rc = pypool__xchg_host_call(x, env->host_call);
-            pypool__envelope_free(env);
-            if (rc < 0)
-                return rc;
-            continue;
-        }
-        Pypool__Response *resp = env->response;
-        if (!resp->more)
-            x->over = true;
-        if (!resp->more && resp->stream_end && !resp->error) {
-            pypool__envelope_free(env);
-            return PYPOOL_DONE;
-        }
-        x->chunks++;
-        if (resp->more) {
-            chunk->data = pypool__steal_bytes(&resp->payload, &chunk->len);
-            rc = chunk->data ? PYPOOL_OK : PYPOOL_ENOMEM;
-        } else {
-            rc = pypool__xchg_fill(resp, chunk); /* a plain value (one chunk) or the error */
-        }
-        pypool__envelope_free(env);
+    Pypool__Envelope *env;
+    int rc = next_response(x, until_ns, &env);
+    if (rc < 0)
         return rc;
+    Pypool__Response *resp = env->response;
+    x->over = !resp->more;
+    if (resp->more) {
+        x->chunks++;
+        chunk->data = pypool__steal_bytes(&resp->payload, &chunk->len);
+        rc = chunk->data ? PYPOOL_OK : PYPOOL_ENOMEM;
+    } else if (resp->stream_end && !resp->error) {
+        rc = PYPOOL_DONE;
+    } else {
+        x->chunks++;
+        rc = pypool__xchg_fill(resp, chunk); /* a plain value (one chunk) or the error */
     }
+    pypool__envelope_free(env);
+    return rc;
 }
 
 int pypool__xchg_drain(pypool__xchg *x)

@@ -23,27 +23,12 @@
 #include "call.h" /* PYPOOL__ENOTSENT */
 #include "clock.h"
 #include "error.h"
+#include "result.h"
 #include "exchange.h"
 #include "lanes.h"
 #include "latency.h"
 #include "log.h"
 #include "sync.h"
-
-static int fail(pypool_result *out, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(pypool_result *out, int err, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    free(out->error_message);
-    out->error_message = strdup(buf);
-    pypool__set_error(err, "%s", buf);
-    return err;
-}
 
 /* With wmu held: writes one frame, keeping the count of bytes the pipe was given. */
 static int write_frame_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
@@ -56,14 +41,6 @@ static int write_frame_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, i
     return rc;
 }
 
-static int64_t ms_left(int64_t deadline_ns, int64_t now_ns)
-{
-    if (deadline_ns < 0)
-        return 0;
-    int64_t left = (deadline_ns - now_ns) / PYPOOL__MS;
-    return left > 0 ? left : 1;
-}
-
 /* The request pipe was left with part of a frame: nothing more can be sent to this worker. */
 static int torn(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
                 int *reason)
@@ -71,12 +48,14 @@ static int torn(pypool *p, pypool__slot *s, int rc, const char *method, pypool_r
     pypool__slot_kill(p, s);
     *reason = rc == PYPOOL_ETIMEDOUT ? PYPOOL__BREAK_TIMEOUT : PYPOOL__BREAK_PROTO;
     if (rc == PYPOOL_ETIMEDOUT)
-        return fail(out, rc,
-                    "call to '%s' passed its deadline while its request was being written; "
-                    "worker pid %d killed",
-                    method, s->child.pid);
-    return fail(out, PYPOOL_ESYS, "writing the request of '%s' to worker pid %d failed", method,
-                s->child.pid);
+        return pypool__result_fail(
+            out, rc,
+            "call to '%s' passed its deadline while its request was being written; "
+            "worker pid %d killed",
+            method, s->child.pid);
+    return pypool__result_fail(out, PYPOOL_ESYS,
+                               "writing the request of '%s' to worker pid %d failed", method,
+                               s->child.pid);
 }
 
 int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
@@ -98,7 +77,7 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
     pypool__request_hdr h = {.id = l->id, /* the owner's to read: only it renews it */
                              .method = method,
                              .session_id = session_id,
-                             .deadline_ms = ms_left(deadline_ns, pypool__now_ns()),
+                             .deadline_ms = pypool__ms_left(deadline_ns, pypool__now_ns()),
                              .payload_len = len};
     pypool__lock(&s->wmu);
     int rc = pypool__encode_request(&s->lane_wbuf, &h, p->cfg.max_frame_bytes);
@@ -111,17 +90,18 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
     pypool__lanes_send_cancels_wlocked(p, s); /* owed by threads that found wmu taken */
     pypool__unlock(&s->wmu);
     if (rc == PYPOOL_EINVAL)
-        return fail(out, rc, "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
-                    p->cfg.max_frame_bytes);
+        return pypool__result_fail(out, rc,
+                                   "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
+                                   p->cfg.max_frame_bytes);
     if (rc == 0)
         return 0;
     if (rc == PYPOOL_EWORKER && l->req_start >= pypool__lanes_consumed(s))
         return PYPOOL__ENOTSENT; /* died; what we wrote is still in the pipe, unread */
     if (written == 0 && rc == PYPOOL_ETIMEDOUT)
-        return fail(out, rc, "call to '%s' passed its deadline before its request could be sent",
-                    method);
+        return pypool__result_fail(
+            out, rc, "call to '%s' passed its deadline before its request could be sent", method);
     if (rc == PYPOOL_ENOMEM)
-        return fail(out, rc, "out of memory encoding the request to '%s'", method);
+        return pypool__result_fail(out, rc, "out of memory encoding the request to '%s'", method);
     return torn(p, s, rc, method, out, reason);
 }
 
@@ -193,18 +173,7 @@ static int worker_gone(pypool *p, pypool__slot *s, unsigned lane, const char *me
     *reason = PYPOOL__BREAK_CRASH;
     if (s->lanes[lane].req_start >= pypool__lanes_consumed(s))
         return PYPOOL__ENOTSENT;
-    char how[128] = "died";
-    pypool__lock(&p->mu);
-    if (s->reaped)
-        pypool__describe_status(s->exit_status, how, sizeof how);
-    bool destroyed = p->shutting_down;
-    pypool__unlock(&p->mu);
-    if (destroyed)
-        return fail(out, PYPOOL_ESHUTDOWN,
-                    "the pool was destroyed during the call to '%s'; worker pid %d %s", method,
-                    s->child.pid, how);
-    return fail(out, PYPOOL_EWORKER, "worker pid %d %s during call to '%s'", s->child.pid, how,
-                method);
+    return pypool__worker_died(p, s, method, out, reason);
 }
 
 int pypool__lane_failed(pypool *p, pypool__slot *s, unsigned lane, int rc, const char *method,
@@ -221,20 +190,20 @@ int pypool__lane_failed(pypool *p, pypool__slot *s, unsigned lane, int rc, const
         pypool__unlock(&p->mu);
         pypool__log(p, PYPOOL_LOG_INFO, s->child.pid, "call to '%s' passed its deadline: cancelled",
                     method);
-        return fail(out, rc,
-                    "call to '%s' passed its deadline; cancelled (worker pid %d serves on)", method,
-                    s->child.pid);
+        return pypool__result_fail(
+            out, rc, "call to '%s' passed its deadline; cancelled (worker pid %d serves on)",
+            method, s->child.pid);
     case PYPOOL_EWORKER:
         return worker_gone(p, s, lane, method, out, reason);
     case PYPOOL_ENOMEM:
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_PROTO;
-        return fail(out, rc, "out of memory reading the reply to '%s'", method);
+        return pypool__result_fail(out, rc, "out of memory reading the reply to '%s'", method);
     default:
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_PROTO;
-        return fail(out, rc < 0 ? rc : PYPOOL_EPROTO, "the reply to '%s' could not be read",
-                    method);
+        return pypool__result_fail(out, rc < 0 ? rc : PYPOOL_EPROTO,
+                                   "the reply to '%s' could not be read", method);
     }
 }
 
@@ -306,7 +275,7 @@ void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypoo
     pypool__lane *l = &s->lanes[lane];
     pypool__request_hdr h = {.id = l->id, /* given at take, under mu */
                              .method = pre->method,
-                             .deadline_ms = ms_left(pre->deadline_ns, pypool__now_ns()),
+                             .deadline_ms = pypool__ms_left(pre->deadline_ns, pypool__now_ns()),
                              .payload_len = pre->len};
     if (pthread_mutex_trylock(&s->wmu) != 0)
         return; /* another writer is at work: the new owner sends it itself */

@@ -4,6 +4,8 @@
  */
 #include "result.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,5 +27,18 @@ int pypool__result_error(pypool_result *out, int err, const char *msg)
     if (out && !out->error_message)
         out->error_message = strdup(msg && *msg ? msg : pypool_strerror(err));
     pypool__set_error(err, "%s", msg && *msg ? msg : pypool_strerror(err));
+    return err;
+}
+
+int pypool__result_fail(pypool_result *out, int err, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    free(out->error_message);
+    out->error_message = strdup(buf);
+    pypool__set_error(err, "%s", buf);
     return err;
 }

@@ -8,4 +8,9 @@
  * returns err. msg NULL or "": pypool_strerror(err). */
 int pypool__result_error(pypool_result *out, int err, const char *msg);
 
+/* Replaces out's error message with a formatted one (also the thread's last error); returns
+ * err. */
+int pypool__result_fail(pypool_result *out, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
