@@ -13,6 +13,17 @@
  * event, up to RECOVERY_MS, a bound for "never"; the time it took is printed); clients resume
  * and, once they are making calls again, pypool_destroy runs while calls are still in flight.
  *
+ * --max-inflight N (N > 1) runs the same chaos on multiplexed workers (module mux_mod, which
+ * also has echo_mod's handlers): up to N calls share a worker, so a SIGKILL or an exit fails
+ * several calls at once and retries the unread ones elsewhere, and a call past its deadline is
+ * cancelled rather than killed (cancel_grace_ms 500 kills the worker of a plain sleep that runs
+ * on). Added operations: async and threaded echoes (the same self-identifying payloads, checked
+ * byte for byte, so a reply routed to the wrong lane is caught), async sleeps, and session
+ * calls through an async counter that awaits between its read and its write. A timed-out call
+ * may or may not have counted by the time it was cancelled, so the session check allows the
+ * next value to skip one per timed-out call in between. Once clients park, every lane must
+ * come free (stats.inflight 0: no orphan outlives its final reply or its grace kill).
+ *
  * Fails (exit 1) on: a reply that is not the caller's own, an error code outside the documented
  * set for the situation, a call returning later than its deadline plus --tolerance-ms plus what
  * the machine's scheduler itself delayed (measured while it happens, see "scheduling-delay
@@ -29,7 +40,7 @@
  * PYPOOL_ESHUTDOWN from a live pool, and destroy also runs with a worker checked out.
  *
  * Usage: pypool_stress [--seconds N] [--threads N] [--workers N] [--seed N] [--tolerance-ms N]
- *                      [--chaos-min-live N] [--verbose]
+ *                      [--chaos-min-live N] [--max-inflight N] [--verbose]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -68,6 +79,7 @@
 #define HEADER_LEN        16
 #define SESSIONS_PER_THR  2
 #define MAX_FAIL_PRINTS   40
+#define CANCEL_GRACE_MS   500 /* --max-inflight: a cancelled call running this long is killed */
 
 /* ---- options and shared state ---------------------------------------------------------- */
 
@@ -78,8 +90,9 @@ static struct {
     uint64_t seed;
     int tolerance_ms;
     int chaos_min_live;
+    int max_inflight;
     bool verbose;
-} opt = {10, 64, 4, 0, 250, 1, false};
+} opt = {10, 64, 4, 0, 250, 1, 1, false};
 
 static pypool *pool;
 static atomic_int stop_clients;               /* clients: start no new operation, exit */
@@ -101,9 +114,21 @@ static pthread_mutex_t pause_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pause_cv = PTHREAD_COND_INITIALIZER;
 
 /* Outcome counters per operation kind, indexed by -error code (0 = OK). */
-enum op_kind { OP_ECHO, OP_SLEEP, OP_RAISE, OP_EXIT, OP_SESSION, OP_CHECKOUT, OP_WCALL, OP_KINDS };
-static const char *op_names[OP_KINDS] = {"echo",    "sleep",    "raise",      "exit",
-                                         "session", "checkout", "worker_call"};
+enum op_kind {
+    OP_ECHO,
+    OP_SLEEP,
+    OP_RAISE,
+    OP_EXIT,
+    OP_SESSION,
+    OP_CHECKOUT,
+    OP_WCALL,
+    OP_AECHO, /* --max-inflight only: async, threaded echo, async sleep */
+    OP_TECHO,
+    OP_ASLEEP,
+    OP_KINDS
+};
+static const char *op_names[OP_KINDS] = {"echo",     "sleep",       "raise", "exit",  "session",
+                                         "checkout", "worker_call", "aecho", "techo", "asleep"};
 #define NCODES 12
 static atomic_long outcomes[OP_KINDS][NCODES];
 
@@ -179,6 +204,7 @@ typedef struct session_track {
     unsigned gen; /* bumps when the id is retired */
     bool fresh;   /* no state expected in the worker: the next reply must be 1 */
     long last;    /* last counter value received */
+    long unsure;  /* --max-inflight: calls since then that timed out (each may have counted) */
 } session_track;
 
 typedef struct client {
@@ -392,28 +418,32 @@ static int pool_call(client *c, const char *method, const void *buf, size_t len,
     return rc;
 }
 
-static void op_echo(client *c)
+/* echo, aecho (async) or techo (threaded): the reply must be the very bytes this call sent. */
+static void op_echo(client *c, int kind)
 {
+    const char *method = op_names[kind];
     size_t len = make_payload(c);
     int64_t timeout = pick_deadline(c), t0;
     pypool_result r;
-    int rc = pool_call(c, "echo", c->payload, len, timeout, &r, &t0);
-    check_time(c, "echo", t0, call_budget(timeout), rc);
-    check_result_shape(c, "echo", rc, &r);
-    count_outcome(OP_ECHO, rc);
+    int rc = pool_call(c, method, c->payload, len, timeout, &r, &t0);
+    check_time(c, method, t0, call_budget(timeout), rc);
+    check_result_shape(c, method, rc, &r);
+    count_outcome(kind, rc);
     static const int ok[] = {PYPOOL_OK, PYPOOL_ETIMEDOUT, PYPOOL_EWORKER};
     if (!code_in(rc, ok, 3))
-        fail("thread %d: echo -> %s (%s)", c->index, pypool_strerror(rc),
+        fail("thread %d: %s -> %s (%s)", c->index, method, pypool_strerror(rc),
              r.error_message ? r.error_message : "");
     if (rc == PYPOOL_OK && (r.len != len || (len && memcmp(r.data, c->payload, len) != 0)))
-        fail("thread %d: echo seq %" PRIu64 ": reply of %zu bytes is not the %zu bytes sent "
+        fail("thread %d: %s seq %" PRIu64 ": reply of %zu bytes is not the %zu bytes sent "
              "(worker %d)",
-             c->index, c->seq, r.len, len, r.worker_pid);
+             c->index, method, c->seq, r.len, len, r.worker_pid);
     pypool_result_free(&r);
 }
 
-static void op_sleep(client *c)
+/* sleep (plain) or asleep (async, --max-inflight). */
+static void op_sleep(client *c, int kind)
 {
+    const char *method = op_names[kind];
     int64_t timeout = pick_deadline(c), t0;
     /* mostly short sleeps that fit their deadline; some that surely outlive it */
     unsigned ms = rnd(&c->rng) % 30 ? (unsigned)rnd_range(&c->rng, 0, 30)
@@ -421,20 +451,20 @@ static void op_sleep(client *c)
     char arg[32];
     snprintf(arg, sizeof arg, "%u.%03u", ms / 1000, ms % 1000);
     pypool_result r;
-    int rc = pool_call(c, "sleep", arg, strlen(arg), timeout, &r, &t0);
+    int rc = pool_call(c, method, arg, strlen(arg), timeout, &r, &t0);
     int64_t elapsed = tu_now_ms() - t0;
-    check_time(c, "sleep", t0, call_budget(timeout), rc);
-    check_result_shape(c, "sleep", rc, &r);
-    count_outcome(OP_SLEEP, rc);
+    check_time(c, method, t0, call_budget(timeout), rc);
+    check_result_shape(c, method, rc, &r);
+    count_outcome(kind, rc);
     static const int ok[] = {PYPOOL_OK, PYPOOL_ETIMEDOUT, PYPOOL_EWORKER};
     if (!code_in(rc, ok, 3))
-        fail("thread %d: sleep -> %s (%s)", c->index, pypool_strerror(rc),
+        fail("thread %d: %s -> %s (%s)", c->index, method, pypool_strerror(rc),
              r.error_message ? r.error_message : "");
     if (rc == PYPOOL_OK && (r.len != 5 || memcmp(r.data, "slept", 5) != 0))
-        fail("thread %d: sleep reply is not 'slept'", c->index);
+        fail("thread %d: %s reply is not 'slept'", c->index, method);
     if (rc == PYPOOL_OK && elapsed + 2 < (int64_t)ms)
-        fail("thread %d: sleep of %u ms answered after %" PRId64 " ms: not its reply", c->index, ms,
-             elapsed);
+        fail("thread %d: %s of %u ms answered after %" PRId64 " ms: not its reply", c->index,
+             method, ms, elapsed);
     pypool_result_free(&r);
 }
 
@@ -479,6 +509,7 @@ static void session_retire(client *c, session_track *t)
     snprintf(t->id, sizeof t->id, "t%d-s%d-g%u", c->index, (int)(t - c->sessions), t->gen);
     t->fresh = true;
     t->last = 0;
+    t->unsure = 0;
 }
 
 /*
@@ -502,6 +533,7 @@ static void op_session(client *c)
         if (rc == PYPOOL_OK) {
             t->fresh = true;
             t->last = 0;
+            t->unsure = 0;
         } else {
             session_retire(c, t); /* the worker may still hold the state: use a new id */
         }
@@ -511,7 +543,9 @@ static void op_session(client *c)
     pypool_result r;
     atomic_store(&c->in_call, 1);
     t0 = tu_now_ms();
-    int rc = pypool_session_call(pool, t->id, "count", "", 0, timeout, &r);
+    /* multiplexed: an async counter that awaits between its read and its write */
+    const char *method = opt.max_inflight > 1 ? "acount" : "count";
+    int rc = pypool_session_call(pool, t->id, method, "", 0, timeout, &r);
     atomic_store(&c->in_call, 0);
     check_time(c, "session_call", t0, call_budget(timeout), rc);
     check_result_shape(c, "session_call", rc, &r);
@@ -524,15 +558,19 @@ static void op_session(client *c)
         char *end = NULL;
         long n = r.data ? strtol((const char *)r.data, &end, 10) : -1;
         long want = t->fresh ? 1 : t->last + 1;
-        if (!end || *end || n != want)
-            fail("thread %d: session %s: counter %.*s, expected %ld (%s)", c->index, t->id,
-                 (int)r.len, r.data ? (const char *)r.data : "", want,
+        if (!end || *end || n < want || n > want + t->unsure)
+            fail("thread %d: session %s: counter %.*s, expected %ld..%ld (%s)", c->index, t->id,
+                 (int)r.len, r.data ? (const char *)r.data : "", want, want + t->unsure,
                  t->fresh ? "fresh session" : "state kept");
         t->last = n;
         t->fresh = false;
+        t->unsure = 0;
     } else if (rc == PYPOOL_ESESSION) {
         t->fresh = true;
         t->last = 0;
+        t->unsure = 0;
+    } else if (opt.max_inflight > 1 && (rc == PYPOOL_ETIMEDOUT || rc == PYPOOL_EWORKER)) {
+        t->unsure++; /* cancelled, not killed: it may have counted before the cancel */
     }
     /* ETIMEDOUT / EWORKER: if the worker was lost the next call says ESESSION, else the
      * count simply continues; either way the rule above holds. */
@@ -646,10 +684,21 @@ static void *client_main(void *arg)
             continue;
         }
         uint64_t r = rnd(&c->rng) % 1000;
-        if (r < 560)
-            op_echo(c);
+        if (opt.max_inflight > 1 && r < 640) { /* multiplexed: the same share, three echoes */
+            if (r < 200)
+                op_echo(c, OP_ECHO);
+            else if (r < 380)
+                op_echo(c, OP_AECHO);
+            else if (r < 560)
+                op_echo(c, OP_TECHO);
+            else if (r < 600)
+                op_sleep(c, OP_SLEEP);
+            else
+                op_sleep(c, OP_ASLEEP);
+        } else if (r < 560)
+            op_echo(c, OP_ECHO);
         else if (r < 640)
-            op_sleep(c);
+            op_sleep(c, OP_SLEEP);
         else if (r < 700)
             op_raise(c);
         else if (r < 702)
@@ -730,7 +779,14 @@ static void check_stats(const pypool_stats *st, const pypool_stats *prev)
     MONO(restarts);
     MONO(crashes);
     MONO(protocol_errors);
+    MONO(cancels);
 #undef MONO
+    unsigned lanes = opt.max_inflight > 1 ? (unsigned)opt.max_inflight : 1;
+    if (st->inflight > st->size * lanes)
+        fail("stats: inflight %u > %u workers x %u", st->inflight, st->size, lanes);
+    if (opt.max_inflight <= 1 && st->cancels != 0)
+        fail("stats: cancels %" PRIu64 " without multiplexed workers (no stream was opened)",
+             st->cancels);
     if (st->timeouts < st->call_timeouts)
         fail("stats: timeouts %" PRIu64 " < call_timeouts %" PRIu64, st->timeouts,
              st->call_timeouts);
@@ -780,10 +836,11 @@ static void print_stats(const char *label, const pypool_stats *st)
         stderr,
         "stress: %s: idle %u busy %u starting %u backoff %u failed %u waiters %u | calls %" PRIu64
         " remote %" PRIu64 " timeouts %" PRIu64 " (running %" PRIu64 ") restarts %" PRIu64
-        " crashes %" PRIu64 " proto %" PRIu64 " failed_starts %" PRIu64 " sessions %" PRIu64 "\n",
+        " crashes %" PRIu64 " proto %" PRIu64 " failed_starts %" PRIu64 " sessions %" PRIu64
+        " inflight %u cancels %" PRIu64 "\n",
         label, st->idle, st->busy, st->starting, st->backoff, st->failed, st->waiters, st->calls,
         st->remote_errors, st->timeouts, st->call_timeouts, st->restarts, st->crashes,
-        st->protocol_errors, st->failed_starts, st->sessions);
+        st->protocol_errors, st->failed_starts, st->sessions, st->inflight, st->cancels);
     for (unsigned i = 0; i < st->slot_count; i++)
         fprintf(stderr, "stress:   slot %u: %s pid %d calls %" PRIu64 " restarts %" PRIu64 "\n", i,
                 pypool_slot_state_name(st->slots[i].state), st->slots[i].pid, st->slots[i].calls,
@@ -850,15 +907,17 @@ static void check_recovery(int64_t chaos_stopped_ms)
         for (unsigned i = 0; i < st.slot_count; i++)
             live += slot_live(st.slots[i].state);
         int64_t took = tu_now_ms() - chaos_stopped_ms;
-        if (live == st.size) {
+        /* multiplexed: every lane free too (a cancelled call ends by its reply or grace kill) */
+        if (live == st.size && st.inflight == 0) {
             fprintf(stderr, "stress: pool back to full size %u, %" PRId64 " ms after chaos\n",
                     st.size, took);
             check_counts_exact(&st);
             return;
         }
         if (took > RECOVERY_MS) {
-            fail("pool not back to full size %" PRId64 " ms after chaos stopped (%u of %u live)",
-                 took, live, st.size);
+            fail("pool not back to full size %" PRId64 " ms after chaos stopped (%u of %u live, "
+                 "%u calls in flight)",
+                 took, live, st.size, st.inflight);
             print_stats("at recovery deadline", &st);
             return;
         }
@@ -870,7 +929,7 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--seconds N] [--threads N] [--workers N] [--seed N] [--tolerance-ms N] "
-            "[--chaos-min-live N] [--verbose]\n",
+            "[--chaos-min-live N] [--max-inflight N] [--verbose]\n",
             argv0);
     exit(2);
 }
@@ -902,12 +961,15 @@ static void parse_args(int argc, char **argv)
             opt.tolerance_ms = atoi(v);
         else if (strcmp(a, "--chaos-min-live") == 0)
             opt.chaos_min_live = atoi(v);
+        else if (strcmp(a, "--max-inflight") == 0)
+            opt.max_inflight = atoi(v);
         else
             usage(argv[0]);
         i++;
     }
     if (opt.seconds < 1 || opt.threads < 1 || opt.threads > MAX_THREADS || opt.workers < 2 ||
-        opt.workers > PYPOOL_STATS_MAX_SLOTS || opt.tolerance_ms < 0 || opt.chaos_min_live < 0)
+        opt.workers > PYPOOL_STATS_MAX_SLOTS || opt.tolerance_ms < 0 || opt.chaos_min_live < 0 ||
+        opt.max_inflight < 1 || opt.max_inflight > PYPOOL_MAX_INFLIGHT)
         usage(argv[0]);
 }
 
@@ -937,7 +999,9 @@ static pypool *create_pool(void)
     pypool_config cfg;
     pypool_config_init(&cfg);
     cfg.size = (unsigned)opt.workers;
-    cfg.module = "echo_mod";
+    cfg.module = opt.max_inflight > 1 ? "mux_mod" : "echo_mod";
+    cfg.max_inflight = (unsigned)opt.max_inflight;
+    cfg.cancel_grace_ms = CANCEL_GRACE_MS;
     cfg.python = PYPOOL_TEST_PYTHON;
     cfg.python_path = PYPOOL_TEST_MODULES;
     cfg.call_timeout_ms = CALL_TIMEOUT_MS;
@@ -961,6 +1025,8 @@ static void print_outcomes(void)
 {
     fprintf(stderr, "stress: outcomes (op: code=count ...)\n");
     for (int k = 0; k < OP_KINDS; k++) {
+        if (k >= OP_AECHO && opt.max_inflight <= 1)
+            continue; /* multiplexed workers only */
         char line[512];
         int off = snprintf(line, sizeof line, "stress:   %-12s", op_names[k]);
         for (int i = 0; i < NCODES; i++) {
@@ -1024,9 +1090,10 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     setvbuf(stderr, NULL, _IOLBF, 0);
     fprintf(stderr,
-            "stress: seed %" PRIu64 " seconds %d threads %d workers %d tolerance %d ms (rerun: "
-            "--seed %" PRIu64 ")\n",
-            opt.seed, opt.seconds, opt.threads, opt.workers, opt.tolerance_ms, opt.seed);
+            "stress: seed %" PRIu64 " seconds %d threads %d workers %d max_inflight %d tolerance "
+            "%d ms (rerun: --seed %" PRIu64 ")\n",
+            opt.seed, opt.seconds, opt.threads, opt.workers, opt.max_inflight, opt.tolerance_ms,
+            opt.seed);
 
     int fds0 = tu_count_fds();
     pthread_t watchdog;
