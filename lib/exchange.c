@@ -89,19 +89,22 @@ int pypool__xchg_host_call(pypool__xchg *x, const Pypool__HostCall *call)
     return rc;
 }
 
-/* Appends a chunk to the joined reply; false once it outgrew max_frame_bytes. */
-static bool join_chunk(pypool__xchg *x, pypool_result *out, const ProtobufCBinaryData *chunk)
+/* Appends a chunk to the joined reply: 0, PYPOOL__ETOOBIG once it outgrew max_frame_bytes, or
+ * PYPOOL_ENOMEM. */
+#define PYPOOL__ETOOBIG (-103)
+static int join_chunk(pypool__xchg *x, pypool_result *out, const ProtobufCBinaryData *chunk)
 {
     if (out->len + chunk->len > x->p->cfg.max_frame_bytes)
-        return false;
+        return PYPOOL__ETOOBIG;
     uint8_t *data = realloc(out->data, out->len + chunk->len + 1);
     if (!data)
-        return false;
-    memcpy(data + out->len, chunk->data, chunk->len);
+        return PYPOOL_ENOMEM;
+    if (chunk->len) /* an empty chunk may have no buffer at all */
+        memcpy(data + out->len, chunk->data, chunk->len);
     out->data = data;
     out->len += chunk->len;
     out->data[out->len] = 0;
-    return true;
+    return 0;
 }
 
 static int too_big(pypool__xchg *x, pypool_result *out)
@@ -131,9 +134,9 @@ static int finish_joined(pypool__xchg *x, Pypool__Response *resp, pypool_result 
             out->data = joined;
             out->len = joined_len;
             ProtobufCBinaryData t = {tail_len, tail};
-            bool ok = join_chunk(x, out, &t);
+            int joined_rc = join_chunk(x, out, &t);
             free(tail);
-            return ok ? PYPOOL_OK : too_big(x, out);
+            return joined_rc == PYPOOL__ETOOBIG ? too_big(x, out) : joined_rc;
         }
         free(joined);
         return rc;
@@ -162,15 +165,21 @@ int pypool__xchg_collect(pypool__xchg *x, pypool_result *out)
     for (;;) {
         Pypool__Envelope *env;
         int rc = next_response(x, -1, &env);
-        if (rc < 0)
+        if (rc < 0) { /* a failed call returns no data, not the chunks it got so far */
+            free(out->data);
+            out->data = NULL;
+            out->len = 0;
             return rc;
+        }
         Pypool__Response *resp = env->response;
         if (resp->more) {
             x->chunks++;
-            bool ok = join_chunk(x, out, &resp->payload);
+            rc = join_chunk(x, out, &resp->payload);
             pypool__envelope_free(env);
-            if (!ok)
+            if (rc == PYPOOL__ETOOBIG)
                 return too_big(x, out);
+            if (rc)
+                return rc;
             continue;
         }
         rc = finish_joined(x, resp, out);

@@ -20,10 +20,12 @@
  * the call "not sent", retried elsewhere); the rest is the worker's output.
  *
  * Oracle: an independent walk of the same bytes with protobuf-c decides what the call must
- * return: the payload or remote error of the first Response whose id is the request's, if it
- * comes before anything that breaks the channel; otherwise a channel error (never OK or
- * PYPOOL_EREMOTE), or "not sent" (PYPOOL__ENOTSENT) only if the request was never read. A reply
- * for another id must never be returned.
+ * return: the stream chunks (Response{more}) of the request's id joined, then the payload or
+ * remote error of its final Response, if that comes before anything that breaks the channel;
+ * FrameTooLarge (and the worker replaced) if the joined chunks outgrow the frame limit; otherwise
+ * a channel error (never OK or PYPOOL_EREMOTE), or "not sent" (PYPOOL__ENOTSENT) only if the
+ * request was never read. HostCalls of the request are answered and skipped. A reply for another
+ * id must never be returned.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -88,8 +90,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* What the call must return, from an independent walk of the bytes. */
 typedef struct expect {
-    int matched; /* a Response with our id came before anything that breaks the channel */
-    Pypool__Envelope *env;
+    int matched;           /* our final Response came before anything that breaks the channel */
+    int too_big;           /* the joined chunks outgrew the frame limit first */
+    Pypool__Envelope *env; /* the final Response */
+    uint8_t *joined;       /* chunks (Response{more}) of our id before it, in order */
+    size_t joined_len;
 } expect;
 
 static uint32_t be32(const uint8_t *p)
@@ -97,9 +102,22 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Appends to the expected joined reply; false once it outgrew the frame limit. */
+static int expect_join(expect *e, const ProtobufCBinaryData *b)
+{
+    if (e->joined_len + b->len > MAX_FRAME)
+        return 0;
+    e->joined = realloc(e->joined, e->joined_len + b->len + 1);
+    check(e->joined != NULL, "realloc");
+    if (b->len)
+        memcpy(e->joined + e->joined_len, b->data, b->len);
+    e->joined_len += b->len;
+    return 1;
+}
+
 static expect predict(const uint8_t *data, size_t size, uint64_t id)
 {
-    expect e = {0, NULL};
+    expect e = {0};
     size_t off = 0;
     while (size - off >= 4) {
         uint32_t n = be32(data + off);
@@ -110,10 +128,21 @@ static expect predict(const uint8_t *data, size_t size, uint64_t id)
         if (!env)
             break; /* undecodable: the channel breaks */
         if (env->msg_case == PYPOOL__ENVELOPE__MSG_RESPONSE && env->response->id == id) {
-            e.matched = 1;
-            e.env = env;
-            return e;
+            if (!env->response->more) {
+                e.matched = 1;
+                e.env = env;
+                return e;
+            }
+            int fits = expect_join(&e, &env->response->payload);
+            pypool__envelope__free_unpacked(env, NULL);
+            if (!fits) {
+                e.too_big = 1;
+                return e;
+            }
+            continue;
         }
+        /* A HostCall of ours is answered (HostError: no host_fn) and the call goes on;
+         * anything else is stale and dropped. */
         pypool__envelope__free_unpacked(env, NULL);
     }
     return e;
@@ -130,6 +159,12 @@ static int same_str(const char *got, const char *sent, const char *fallback)
 static void check_outcome(int rc, const pypool_result *r, int reason, const expect *e,
                           int request_read)
 {
+    if (e->too_big) {
+        check(rc == PYPOOL_EREMOTE, "an oversize joined stream is not PYPOOL_EREMOTE");
+        check(same_str(r->error_type, "FrameTooLarge", NULL), "oversize: error_type");
+        check(reason != PYPOOL__BREAK_NONE, "oversize stream: the worker must be replaced");
+        return;
+    }
     if (!e->matched) {
         check(rc != PYPOOL_OK && rc != PYPOOL_EREMOTE, "a reply was returned without one sent");
         check(reason != PYPOOL__BREAK_NONE, "broken channel but the slot is not marked broken");
@@ -154,10 +189,21 @@ static void check_outcome(int rc, const pypool_result *r, int reason, const expe
         check(same_str(r->traceback, resp->error->traceback, NULL), "traceback differs");
         return;
     }
+    /* The reply is the chunks joined, then the final Response's own payload unless it only
+     * marks the end of the stream. */
+    size_t tail = resp->stream_end ? 0 : resp->payload.len;
+    if (e->joined_len + tail > MAX_FRAME) {
+        check(rc == PYPOOL_EREMOTE && same_str(r->error_type, "FrameTooLarge", NULL),
+              "an oversize joined reply is not FrameTooLarge");
+        return;
+    }
     check(rc == PYPOOL_OK, "a good reply is not PYPOOL_OK");
     check(r->data != NULL, "OK without data");
-    check(r->len == resp->payload.len, "payload length differs");
-    check(r->len == 0 || memcmp(r->data, resp->payload.data, r->len) == 0, "payload differs");
+    check(r->len == e->joined_len + tail, "payload length differs");
+    check(e->joined_len == 0 || memcmp(r->data, e->joined, e->joined_len) == 0,
+          "joined chunks differ");
+    check(tail == 0 || memcmp(r->data + e->joined_len, resp->payload.data, tail) == 0,
+          "payload differs");
     check(r->data[r->len] == 0, "payload not NUL-terminated");
 }
 
@@ -182,6 +228,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int resp[2], req[2];
     check(pipe2(resp, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2");
     check(pipe2(req, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2");
+    /* Room for every HostReply the call may write (each answers a HostCall of the input). */
+    (void)fcntl(req[1], F_SETPIPE_SZ, 1 << 20);
     if (size > 65536 && fcntl(resp[1], F_SETPIPE_SZ, (int)size) < (int)size) {
         close(resp[0]);
         close(resp[1]);
@@ -223,6 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pypool_result_free(&r);
     if (e.env)
         pypool__envelope__free_unpacked(e.env, NULL);
+    free(e.joined);
     pypool__reader_free(&slot->reader);
     slot->served = slot->pend_remote = slot->pend_call_timeouts = slot->pend_proto = 0;
     close(resp[0]);
