@@ -186,8 +186,12 @@ static void cancel_without_kill(const char *method, const char *payload, const c
     cr_assert_eq(after.cancels, before.cancels + 1, "stats.cancels %" PRIu64 " -> %" PRIu64,
                  before.cancels, after.cancels);
     cr_assert_eq(after.timeouts, before.timeouts + 1, "stats.timeouts counts the call");
-    /* the next call works at once, on the same worker */
-    cr_assert_eq(expect_reply(p, "echo", "next", "next"), pid0, "the worker was replaced");
+    /* the next call works at once (timeout 0: a free lane now, or fail), on the same worker */
+    pypool_result nx;
+    rc = pt_call_str(p, "echo", "next", 0, &nx);
+    PT_ASSERT_REPLY(rc, &nx, "next", "the call right after the timeout");
+    cr_assert_eq(nx.worker_pid, pid0, "the worker was replaced");
+    pypool_result_free(&nx);
     cr_assert(wait_cancel_seen(p, key), "the handler never saw its cancellation");
     cr_assert(wait_inflight(p, 0), "the cancelled call never left (inflight %u)",
               pt_stats(p).inflight);
@@ -426,6 +430,46 @@ Test(pool_mux, checkout_holds_one_lane_and_the_worker_serves_others)
     cr_assert_str_eq(gated.reply, "gated");
     cr_assert(wait_inflight(p, 0), "inflight %u at the end", pt_stats(p).inflight);
     gate_remove(&g);
+    pt_destroy(p);
+}
+
+/* A checked-out lane whose worker died (and was reaped) between two worker_calls: the next
+ * worker_call must say EWORKER at once, and the slot must be replaced after the checkin.
+ * (echo_mod: plain handlers are enough, so this runs without the async runtime.) */
+static bool pred_crashed(void *arg)
+{
+    return pt_stats(arg).crashes >= 1;
+}
+
+Test(pool_mux, worker_call_on_a_lane_whose_worker_died_gives_eworker)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "echo_mod", 1);
+    cfg.max_inflight = 2;
+    cfg.cancel_grace_ms = 200;
+    pypool *p = pt_create(&cfg);
+    pypool_worker *w;
+    int rc = pypool_checkout(p, NEVER_MS, &w);
+    cr_assert_eq(rc, PYPOOL_OK, "checkout: %s", pypool_strerror(rc));
+    int pid = pypool_worker_pid(w);
+    pypool_result r;
+    rc = pypool_worker_call(w, "echo", "one", 3, NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "one", "first worker_call");
+    pypool_result_free(&r);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert(tu_wait_until(pred_crashed, p, NEVER_MS), "the worker's death was never noticed");
+    int64_t t0 = tu_now_ms();
+    rc = pypool_worker_call(w, "echo", "two", 3, 2000, &r);
+    int64_t took = tu_now_ms() - t0;
+    PT_ASSERT_RC(rc, PYPOOL_EWORKER, &r, "worker_call after the worker died");
+    cr_assert_lt(took, 1000, "EWORKER after %" PRId64 " ms", took);
+    pypool_result_free(&r);
+    pypool_checkin(w);
+    cr_assert(pt_wait_replaced(p, pid, NEVER_MS), "the dead worker's slot was never replaced");
+    rc = pt_call_str(p, "echo", "three", NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "three", "call after the replacement");
+    pypool_result_free(&r);
+    cr_assert_eq(pt_stats(p).inflight, 0);
     pt_destroy(p);
 }
 
