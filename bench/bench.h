@@ -143,6 +143,9 @@ void floor_stop(floor_child *c);
 /* ---- poolside.c: pypool configured for the bench ------------------------------------------- */
 
 int pool_open(const bench_opts *o, const char *module, unsigned size, pypool **out);
+/* pool_open with cfg.max_inflight = max_inflight (1: the default, exclusive workers) */
+int pool_open_inflight(const bench_opts *o, const char *module, unsigned size,
+                       unsigned max_inflight, pypool **out);
 int pool_echo(pypool *p, const char *method, const void *payload, size_t len, int *pid);
 bool pool_library_works(const bench_opts *o, char *why, size_t why_len);
 
@@ -184,6 +187,41 @@ int load_run(unsigned threads, double warmup, double seconds, bool keep_lat, loa
              void *ctx, load_result *out);
 void load_result_free(load_result *r);
 
+/* ---- window.c: closed loop counting completions (the multiplexed scenarios) --------------- */
+
+/* load.c counts a call that started and ended inside the window, which undercounts calls as
+ * long as a sizeable part of the window (a 50 ms call in a 1 s window: ~5%). window.c counts
+ * every call that *completes* inside the window: the steady-state rate whatever the call's
+ * length. `mark` (optional) runs on the driving thread at the window's start (0) and end (1),
+ * for counters read around exactly the window (context switches). */
+typedef int (*win_call_fn)(void *ctx, unsigned tid);
+typedef void (*win_mark_fn)(void *ctx, int which);
+
+typedef struct win_result {
+    unsigned threads;
+    uint64_t done;         /* calls completed inside the window */
+    uint64_t errors;       /* failed calls (anywhere) */
+    double calls_per_s;    /* done / window */
+    uint64_t *per_thread;  /* done by each thread */
+    samples lat;           /* us, calls completed inside the window (if keep_lat) */
+} win_result;
+
+int win_run(unsigned threads, double warmup, double seconds, bool keep_lat, win_call_fn fn,
+            win_mark_fn mark, void *ctx, win_result *out);
+/* max/median and min/median of per_thread (NAN when the median is 0) */
+double win_spread_max(const win_result *r);
+double win_spread_min(const win_result *r);
+void win_result_free(win_result *r);
+
+/* ---- procstat.c: the kernel's counters of the host and the workers -------------------------- */
+
+uint64_t proc_rss_kib(int pid);         /* VmRSS of /proc/<pid>/status, 0 if unknown */
+uint64_t proc_ctxsw(int pid);           /* voluntary + nonvoluntary switches, every thread */
+uint64_t self_ctxsw(void);              /* the host process, every thread (getrusage) */
+uint64_t pool_workers_rss_kib(pypool *p);
+uint64_t pool_workers_ctxsw(pypool *p);
+uint64_t mem_available_kib(void);
+
 /* ---- progress.c: a bar on stderr when it is a terminal -------------------------------------- */
 
 void progress_begin(const char *scenario, unsigned total);
@@ -209,6 +247,10 @@ void scenario_cpu(const bench_opts *o);
 void scenario_coldstart(const bench_opts *o);
 void scenario_recovery(const bench_opts *o);
 void scenario_fairness(const bench_opts *o);
+/* issues 13 and 14 (multiplexed workers, streams); run only when named */
+void scenario_iobound(const bench_opts *o);
+void scenario_oversubscribed(const bench_opts *o);
+void scenario_stream(const bench_opts *o);
 
 /* ---- report.c / json.c / plot.c ------------------------------------------------------------- */
 

@@ -15,6 +15,7 @@ typedef struct scenario {
     const char *name;
     void (*run)(const bench_opts *o);
     const char *what;
+    bool named_only; /* not in the default set: runs only when --scenario names it */
 } scenario;
 
 static const scenario scenarios[] = {
@@ -24,6 +25,11 @@ static const scenario scenarios[] = {
     {"coldstart", scenario_coldstart, "create -> all ready, vs bare parallel interpreters"},
     {"recovery", scenario_recovery, "SIGKILL a worker -> its replacement serves"},
     {"fairness", scenario_fairness, "64 threads on 2 workers: wait distribution"},
+    {"iobound", scenario_iobound, "256 threads, 2 workers x 128 in flight, 50 ms async/threaded",
+     true},
+    {"oversubscribed", scenario_oversubscribed,
+     "8, 64 threads on 2 workers, max_inflight 1, 2: vs floor, fairness", true},
+    {"stream", scenario_stream, "first chunk and chunks/s of a stream vs no-op calls", true},
 };
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
 
@@ -32,7 +38,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: pypool-bench [options]\n"
             "  --quick            short run (< 60 s): fewer points, rounds and seconds\n"
-            "  --scenario LIST    comma-separated scenarios (default: all)\n"
+            "  --scenario LIST    comma-separated scenarios (default: all not marked \"only when "
+            "named\")\n"
             "  --seconds S        measuring window per point and round\n"
             "  --rounds N         alternating rounds per point (figures are medians)\n"
             "  --workers LIST     pool sizes for throughput and cpu, e.g. 1,2,4\n"
@@ -46,7 +53,8 @@ static void usage(FILE *f)
             "scenarios:\n",
             BENCH_PYTHON);
     for (size_t i = 0; i < NSCENARIOS; i++)
-        fprintf(f, "  %-12s %s\n", scenarios[i].name, scenarios[i].what);
+        fprintf(f, "  %-14s %s%s\n", scenarios[i].name, scenarios[i].what,
+                scenarios[i].named_only ? " (only when named)" : "");
 }
 
 static int parse_list(const char *s, bench_list *out)
@@ -165,11 +173,12 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     return 0;
 }
 
-/* Is `name` in the comma-separated list (NULL = all)? */
-static bool selected(const char *list, const char *name)
+/* Is the scenario in the comma-separated list (NULL = the default set)? */
+static bool selected(const char *list, const scenario *sc)
 {
     if (!list)
-        return true;
+        return !sc->named_only;
+    const char *name = sc->name;
     size_t len = strlen(name);
     for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
         if (!strncmp(p, name, len) && (p[len] == ',' || p[len] == '\0'))
@@ -227,7 +236,7 @@ int main(int argc, char **argv)
     check_library(&o);
     int64_t t0 = bench_now_ns();
     for (size_t i = 0; i < NSCENARIOS; i++) {
-        if (!selected(o.scenario, scenarios[i].name))
+        if (!selected(o.scenario, &scenarios[i]))
             continue;
         int64_t s0 = bench_now_ns();
         scenarios[i].run(&o);

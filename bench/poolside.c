@@ -17,6 +17,12 @@ static void pool_log(void *ud, int level, int worker_pid, const char *line)
 
 int pool_open(const bench_opts *o, const char *module, unsigned size, pypool **out)
 {
+    return pool_open_inflight(o, module, size, 1, out);
+}
+
+int pool_open_inflight(const bench_opts *o, const char *module, unsigned size,
+                       unsigned max_inflight, pypool **out)
+{
     *out = NULL;
     if (o->pool_broken)
         return PYPOOL_ESPAWN;
@@ -30,10 +36,11 @@ int pool_open(const bench_opts *o, const char *module, unsigned size, pypool **o
     cfg.checkout_timeout_ms = 60000;
     cfg.call_timeout_ms = 60000;
     cfg.log_fn = pool_log;
+    cfg.max_inflight = max_inflight;
     int rc = pypool_create(&cfg, out);
     if (rc != PYPOOL_OK)
-        bench_warn("pypool_create(%s, size %u): %s: %s", module, size, pypool_strerror(rc),
-                   pypool_last_error());
+        bench_warn("pypool_create(%s, size %u, max_inflight %u): %s: %s", module, size,
+                   max_inflight, pypool_strerror(rc), pypool_last_error());
     return rc;
 }
 

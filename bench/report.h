@@ -7,7 +7,7 @@
 
 #include "bench.h"
 
-#define REPORT_MAX_TARGETS 8
+#define REPORT_MAX_TARGETS 32
 
 typedef struct bench_target {
     const char *name;
