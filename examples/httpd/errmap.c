@@ -2,11 +2,11 @@
  * errmap.c - pypool error codes to HTTP status codes and JSON error bodies.
  *
  * EREMOTE (the handler raised): a handler says "your request is wrong" by raising BadInput (see
- * handlers.py), which answers 400 with its message; any other exception is the server's fault,
- * 500 with the exception's type only. Tracebacks and messages that may name files of the server
- * (absolute paths, worker output) reach clients only with --debug. Infrastructure failures are
- * "bad gateway" (502), load shedding and shutdown are "unavailable" (503), a missed deadline is
- * 504.
+ * handlers.py), which answers 400 with its message, or NotFound (404); any other exception is the
+ * server's fault, 500 with the exception's type only. Tracebacks and messages that may name files
+ * of the server (absolute paths, worker output) reach clients only with --debug. Infrastructure
+ * failures are "bad gateway" (502), load shedding and shutdown are "unavailable" (503), a missed
+ * deadline is 504.
  */
 #include "errmap.h"
 
@@ -39,13 +39,13 @@ static const errmap_entry *errmap_find(int rc)
     return &unknown;
 }
 
-/* Exceptions that mean "the client asked wrongly": handlers.py's BadInput, and the runtime's
- * NoSuchMethod for a method nobody registered. */
+/* Exceptions that mean "the client asked wrongly": handlers.py's BadInput and NotFound, and
+ * the runtime's NoSuchMethod for a method nobody registered. */
 static unsigned client_error_status(const char *type)
 {
     if (strcmp(type, "BadInput") == 0)
         return 400;
-    if (strcmp(type, "NoSuchMethod") == 0)
+    if (strcmp(type, "NotFound") == 0 || strcmp(type, "NoSuchMethod") == 0)
         return 404;
     return 0;
 }

@@ -11,9 +11,14 @@ Only the standard library and ``pypool`` are used.
     echo         returns the body unchanged (for load tests of the plumbing)
     whoami       the serving worker's pid and Python version
     slow         sleeps {"ms": N} milliseconds: stands in for a slow downstream call
+    tokens       a generator: streams an answer word by word, like a language model
+                 (POST /stream/tokens)
+    remember     stores a value in the server's key/value store (C), through ctx.host
+    recall       reads it back, through ctx.host
 
 Handlers raise BadInput (a ValueError) for requests they cannot use, so clients see
-``{"type": "BadInput", "message": ...}`` instead of an anonymous KeyError.
+``{"type": "BadInput", "message": ...}`` instead of an anonymous KeyError, and NotFound (a
+LookupError, HTTP 404) for a key the store does not hold.
 """
 
 import collections
@@ -40,6 +45,10 @@ _CART_MAX_LINES = 100
 
 class BadInput(ValueError):
     """The request body is not what the handler accepts."""
+
+
+class NotFound(LookupError):
+    """What the request names does not exist (HTTP 404)."""
 
 
 def _json_object(payload):
@@ -218,3 +227,108 @@ def slow(payload, ctx):
         raise BadInput("ms must be in [0, 600000]")
     time.sleep(ms / 1000.0)
     return _reply({"slept_ms": ms})
+
+
+# --- streaming: an LLM-like answer, one word at a time ---------------------------------------------
+
+_TOKENS_ANSWER = (
+    "A pool of Python worker processes lets a multi-threaded C server call Python without "
+    "embedding it: each request borrows a worker, and this answer travels back word by word, "
+    "the way a language model streams its tokens, every word reaching the client as soon as "
+    "the handler yields it.")
+_TOKENS_MAX = 1000000
+_GATE_POLL_S = 0.01
+
+
+def _wait_for_key(ctx, key):
+    """Waits until the server's key/value store holds `key` (polling it through ctx.host)."""
+    while True:
+        try:
+            ctx.host("kv_get", key.encode("utf-8"))
+            return
+        except pypool.HostError as exc:
+            if exc.code != _KV_NOT_FOUND:
+                raise  # a cancelled stream's host calls fail too: that ends the wait
+        cancelled = getattr(ctx, "cancelled", None)
+        if cancelled is not None and cancelled():
+            return
+        time.sleep(_GATE_POLL_S)
+
+
+@pypool.handler
+def tokens(payload, ctx):
+    """{"text": str=<a canned answer>, "max_tokens": int=<words in text>, "delay_ms": int=30,
+    "gate": str=none} -> yields the words of text one by one (cycling through them up to
+    max_tokens), waiting delay_ms before each after the first; the last ends with a newline.
+
+    With "gate", the stream holds after its first word until the server's key/value store has
+    that key (PUT /kv/<gate>): a client sees the first word long before the last is produced.
+    Closing the stream (the client went away) closes this generator at its next yield.
+    """
+    doc = _json_object(payload) if payload.strip() else {}
+    words = _field(doc, "text", str, _TOKENS_ANSWER).split()
+    if not words:
+        raise BadInput("text has no words")
+    count = _field(doc, "max_tokens", int, len(words))
+    delay_ms = _field(doc, "delay_ms", int, 30)
+    gate = _field(doc, "gate", str, "")
+    if not 1 <= count <= _TOKENS_MAX:
+        raise BadInput("max_tokens must be in [1, %d]" % _TOKENS_MAX)
+    if not 0 <= delay_ms <= 10000:
+        raise BadInput("delay_ms must be in [0, 10000]")
+    for i in range(count):
+        if i > 0 and delay_ms:
+            time.sleep(delay_ms / 1000.0)
+        last = i == count - 1
+        yield (words[i % len(words)] + ("\n" if last else " ")).encode("utf-8")
+        if i == 0 and gate and not last:
+            _wait_for_key(ctx, gate)
+
+
+# --- host calls: the server's key/value store ------------------------------------------------------
+# The store lives in the C server (kv.c); handlers reach it with ctx.host(name, payload), which
+# runs the server's host function on the request's own thread (hostfn.c):
+#   kv_get  payload: key                -> the value
+#   kv_set  payload: key, NUL, value    -> b""
+# Failures raise pypool.HostError with a code: 400 bad key, 404 no such key, 413 value too large
+# (over 65536 bytes), 507 store full (--kv-max-keys), 501 unknown host function.
+
+_KV_BAD_KEY = 400
+_KV_NOT_FOUND = 404
+_KV_TOO_LARGE = 413
+
+
+def _kv(ctx, name, payload, key):
+    """ctx.host(name, payload), the client's mistakes turned into BadInput / NotFound. Other
+    failures (store full, no such host function) stay HostError: a 500, the server's problem."""
+    try:
+        return ctx.host(name, payload)
+    except pypool.HostError as exc:
+        if exc.code == _KV_NOT_FOUND:
+            raise NotFound("no value stored under %r" % key) from None
+        if exc.code == _KV_BAD_KEY:
+            raise BadInput("key must be 1-128 of [A-Za-z0-9_.:-]") from None
+        if exc.code == _KV_TOO_LARGE:
+            raise BadInput("value over 65536 bytes") from None
+        raise
+
+
+@pypool.handler
+def remember(payload, ctx):
+    """{"key": str, "value": str} -> stores value under key in the server's key/value store."""
+    doc = _json_object(payload)
+    key = _field(doc, "key", str)
+    value = _field(doc, "value", str).encode("utf-8")
+    if "\0" in key:
+        raise BadInput("key must be 1-128 of [A-Za-z0-9_.:-]")
+    _kv(ctx, "kv_set", key.encode("utf-8") + b"\0" + value, key)
+    return _reply({"key": key, "stored": len(value), "worker_pid": os.getpid()})
+
+
+@pypool.handler
+def recall(payload, ctx):
+    """{"key": str} -> {"key", "value"} from the server's key/value store; 404 if unset."""
+    key = _field(_json_object(payload), "key", str)
+    value = _kv(ctx, "kv_get", key.encode("utf-8"), key)
+    return _reply({"key": key, "value": value.decode("utf-8", errors="replace"),
+                   "worker_pid": os.getpid()})

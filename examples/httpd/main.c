@@ -7,7 +7,8 @@
  * one. Worker processes do not inherit the mask: pypool spawns them with an empty one.
  *
  * Shutdown order: stop taking requests and let those in flight finish (server_stop), then
- * destroy the pool, which stops and reaps every worker; exit 0.
+ * destroy the pool, which stops and reaps every worker, then the key/value store its host
+ * function used; exit 0.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 
 #include "app.h"
+#include "hostfn.h"
+#include "kv.h"
 #include "options.h"
 #include "pypool.h"
 #include "server.h"
@@ -36,7 +39,7 @@ static int wait_shutdown_signal(const sigset_t *set)
     return sig;
 }
 
-static pypool *pool_start(const httpd_options *o)
+static pypool *pool_start(const httpd_options *o, kv_store *kv)
 {
     pypool_config cfg;
     pypool_config_init(&cfg);
@@ -46,6 +49,8 @@ static pypool *pool_start(const httpd_options *o)
     cfg.python = o->python;
     cfg.call_timeout_ms = o->timeout_ms;
     cfg.max_waiters = o->max_waiters;
+    cfg.host_fn = host_call; /* handlers' ctx.host("kv_get"/"kv_set") */
+    cfg.host_ud = kv;
     pypool *pool = NULL;
     int rc = pypool_create(&cfg, &pool);
     if (rc != PYPOOL_OK) {
@@ -56,10 +61,11 @@ static pypool *pool_start(const httpd_options *o)
     return pool;
 }
 
-static httpd_server *http_start(const httpd_options *o, pypool *pool)
+static httpd_server *http_start(const httpd_options *o, pypool *pool, kv_store *kv)
 {
     httpd_app app = {
         .pool = pool,
+        .kv = kv,
         .call_timeout_ms = o->timeout_ms,
         .max_body_bytes = o->max_body_bytes,
         .debug = o->debug,
@@ -83,12 +89,20 @@ int main(int argc, char **argv)
         perror("pypool_httpd: pthread_sigmask");
         return 1;
     }
-    pypool *pool = pool_start(&opts);
-    if (!pool)
+    kv_store *kv = kv_create(opts.kv_max_keys);
+    if (!kv) {
+        fprintf(stderr, "pypool_httpd: out of memory\n");
         return 1;
-    httpd_server *server = http_start(&opts, pool);
+    }
+    pypool *pool = pool_start(&opts, kv);
+    if (!pool) {
+        kv_destroy(kv);
+        return 1;
+    }
+    httpd_server *server = http_start(&opts, pool, kv);
     if (!server) {
         pypool_destroy(pool);
+        kv_destroy(kv);
         return 1;
     }
     printf("pypool_httpd: listening on http://127.0.0.1:%u/ (%u workers, module %s)\n",
@@ -98,6 +112,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "pypool_httpd: %s, shutting down\n", strsignal(sig));
     server_stop(server);
     pypool_destroy(pool);
+    kv_destroy(kv); /* after the pool: no handler can call into it any more */
     fprintf(stderr, "pypool_httpd: stopped\n");
     return 0;
 }

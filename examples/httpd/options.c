@@ -30,6 +30,7 @@ static const char USAGE[] =
     "  --max-body-bytes N   largest request body, at most 60 MiB; larger gets 413\n"
     "                       (default 1048576)\n"
     "  --max-connections N  concurrent connections, one thread each (default 256)\n"
+    "  --kv-max-keys N      keys the server's key/value store holds (default 10000)\n"
     "  --debug              send Python tracebacks and detailed errors to clients\n"
     "  --help               this text\n";
 
@@ -43,6 +44,7 @@ enum {
     OPT_MAX_WAITERS,
     OPT_MAX_BODY,
     OPT_MAX_CONNECTIONS,
+    OPT_KV_MAX_KEYS,
     OPT_DEBUG,
     OPT_HELP,
 };
@@ -57,6 +59,7 @@ static const struct option LONG_OPTIONS[] = {
     {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"kv-max-keys", required_argument, NULL, OPT_KV_MAX_KEYS},
     {"debug", no_argument, NULL, OPT_DEBUG},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
@@ -73,6 +76,7 @@ static void options_defaults(httpd_options *o)
     o->max_waiters = 0;
     o->max_body_bytes = 1u << 20;
     o->max_connections = 256;
+    o->kv_max_keys = 10000;
 }
 
 /* Parses a decimal integer in [min, max]; complains and returns false otherwise. */
@@ -125,6 +129,11 @@ static bool apply_number(int opt, const char *arg, httpd_options *o)
         if (!parse_number("max-connections", arg, 1, 100000, &v))
             return false;
         o->max_connections = (unsigned)v;
+        return true;
+    case OPT_KV_MAX_KEYS:
+        if (!parse_number("kv-max-keys", arg, 1, 1000000, &v))
+            return false;
+        o->kv_max_keys = (unsigned)v;
         return true;
     default:
         return false;

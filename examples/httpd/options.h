@@ -18,6 +18,7 @@ typedef struct httpd_options {
     unsigned max_waiters;     /* --max-waiters (default 0: unbounded) */
     size_t max_body_bytes;    /* --max-body-bytes (default 1 MiB) */
     unsigned max_connections; /* --max-connections (default 256) */
+    unsigned kv_max_keys;     /* --kv-max-keys: keys the key/value store holds (default 10000) */
     bool debug;               /* --debug: tracebacks and detailed errors go to clients */
 } httpd_options;
 

@@ -1,10 +1,12 @@
 /*
- * reply.c - filling a reply: raw bytes, a JSON document, or a JSON error object.
+ * reply.c - filling a reply: raw bytes, a JSON document, a JSON error object, or a stream.
  */
 #include "reply.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "streams.h"
 
 void reply_init(reply *r)
 {
@@ -18,6 +20,10 @@ void reply_free(reply *r)
     free(r->body);
     r->body = NULL;
     r->len = 0;
+    stream_free(r->stream);
+    r->stream = NULL;
+    stream_free(r->close_after);
+    r->close_after = NULL;
 }
 
 static void reply_oom(reply *r)
@@ -65,4 +71,12 @@ void reply_error(reply *r, unsigned status, const char *error, const char *messa
     json_field_str(&doc, "message", message);
     json_end_object(&doc);
     reply_json(r, status, &doc);
+}
+
+void reply_stream(reply *r, unsigned status, httpd_stream *st, const char *ctype)
+{
+    reply_free(r);
+    r->status = status;
+    r->content_type = ctype;
+    r->stream = st;
 }

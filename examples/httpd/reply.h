@@ -12,24 +12,32 @@
 
 #include "json.h"
 
+typedef struct httpd_stream httpd_stream; /* streams.h */
+
 typedef struct reply {
     unsigned status;
     char *body; /* malloc'd, owned by the reply (NULL: empty body) */
     size_t len;
-    const char *content_type; /* static string */
-    const char *allow;        /* "Allow" header for 405, static */
-    const char *retry_after;  /* "Retry-After" header for 503, static */
-    int worker_pid;           /* "X-Pypool-Worker" header when > 0 */
-    bool close;               /* "Connection: close" */
+    const char *content_type;  /* static string */
+    const char *allow;         /* "Allow" header for 405, static */
+    const char *retry_after;   /* "Retry-After" header for 503, static */
+    int worker_pid;            /* "X-Pypool-Worker" header when > 0 */
+    bool close;                /* "Connection: close" */
+    httpd_stream *stream;      /* non-NULL: the body is this stream (owned by the reply) */
+    httpd_stream *close_after; /* an unfinished stream this error is about: closed (which may
+                                  wait for its worker) only once the reply was sent */
 } reply;
 
 void reply_init(reply *r);
 void reply_free(reply *r);
 
-/* Each of these replaces the body; on out-of-memory the reply becomes a bare 500. */
+/* Each of these replaces the body (and any stream); on out-of-memory the reply becomes a bare
+ * 500. */
 void reply_bytes(reply *r, unsigned status, const void *data, size_t len, const char *ctype);
 void reply_json(reply *r, unsigned status, jbuf *doc); /* takes doc's text */
 /* {"error": error, "message": message} */
 void reply_error(reply *r, unsigned status, const char *error, const char *message);
+/* A body sent as it is produced (chunked); takes the stream. */
+void reply_stream(reply *r, unsigned status, httpd_stream *st, const char *ctype);
 
 #endif

@@ -2,8 +2,11 @@
  * router.c - request routing.
  *
  *   POST   /call/<method>                 -> pypool_call
+ *   POST   /stream/<method>               -> pypool_stream_open/next, chunked reply
  *   POST   /session/<id>/call/<method>    -> pypool_session_call
+ *   POST   /session/<id>/stream/<method>  -> the same, on the session's worker
  *   DELETE /session/<id>                  -> pypool_session_close
+ *   GET, PUT, DELETE /kv/<key>            -> the server's key/value store (no Python)
  *   GET    /stats                         -> pypool_stats_get as JSON
  *   GET    /healthz                       -> 200 while a worker is ready
  *   GET    /metrics                       -> pypool_stats_format, Prometheus text
@@ -18,7 +21,9 @@
 #include <string.h>
 
 #include "calls.h"
+#include "kvroute.h"
 #include "stats.h"
+#include "streams.h"
 
 #define NAME_MAX_LEN 128
 
@@ -28,8 +33,11 @@ enum route_kind {
     ROUTE_STATS,
     ROUTE_METRICS,
     ROUTE_CALL,
+    ROUTE_STREAM,
     ROUTE_SESSION,
     ROUTE_SESSION_CALL,
+    ROUTE_SESSION_STREAM,
+    ROUTE_KV,
 };
 
 typedef struct route {
@@ -37,6 +45,7 @@ typedef struct route {
     bool name_too_long;
     char session[NAME_MAX_LEN + 1];
     char method[NAME_MAX_LEN + 1];
+    char key[NAME_MAX_LEN + 1];
 } route;
 
 /* Copies the segment at *p (up to '/' or the end) into out and advances *p past it. */
@@ -52,19 +61,31 @@ static void take_segment(const char **p, char *out, bool *too_long)
     *p += strcspn(*p, "/");
 }
 
-/* "/session/<id>" or "/session/<id>/call/<method>"; rest points after "/session/". */
+/* "<prefix>/<name>" or "<prefix>" (an empty name: 400 below) at rest: sets kind and the name. */
+static bool parse_named(const char *rest, const char *prefix, enum route_kind kind, char *name,
+                        route *rt)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(rest, prefix, n) != 0 || (rest[n] != '/' && rest[n] != '\0'))
+        return false;
+    rest += n;
+    if (*rest == '/') {
+        rest++;
+        take_segment(&rest, name, &rt->name_too_long);
+    }
+    rt->kind = *rest == '\0' ? kind : ROUTE_NONE;
+    return true;
+}
+
+/* "/session/<id>", "/session/<id>/call/<method>" or ".../stream/<method>"; rest points after
+ * "/session/". */
 static void parse_session(const char *rest, route *rt)
 {
     take_segment(&rest, rt->session, &rt->name_too_long);
-    if (*rest == '\0') {
+    if (*rest == '\0')
         rt->kind = ROUTE_SESSION;
-    } else if (strncmp(rest, "/call/", 6) == 0) {
-        rest += 6;
-        take_segment(&rest, rt->method, &rt->name_too_long);
-        rt->kind = *rest == '\0' ? ROUTE_SESSION_CALL : ROUTE_NONE;
-    } else if (strcmp(rest, "/call") == 0) {
-        rt->kind = ROUTE_SESSION_CALL; /* empty method: 400 below */
-    }
+    else if (!parse_named(rest, "/call", ROUTE_SESSION_CALL, rt->method, rt))
+        parse_named(rest, "/stream", ROUTE_SESSION_STREAM, rt->method, rt);
 }
 
 static void parse_path(const char *path, route *rt)
@@ -76,14 +97,11 @@ static void parse_path(const char *path, route *rt)
         rt->kind = ROUTE_STATS;
     } else if (strcmp(path, "/metrics") == 0) {
         rt->kind = ROUTE_METRICS;
-    } else if (strcmp(path, "/call") == 0) {
-        rt->kind = ROUTE_CALL; /* empty method: 400 below */
-    } else if (strncmp(path, "/call/", 6) == 0) {
-        const char *rest = path + 6;
-        take_segment(&rest, rt->method, &rt->name_too_long);
-        rt->kind = *rest == '\0' ? ROUTE_CALL : ROUTE_NONE;
     } else if (strncmp(path, "/session/", 9) == 0) {
         parse_session(path + 9, rt);
+    } else if (!parse_named(path, "/call", ROUTE_CALL, rt->method, rt) &&
+               !parse_named(path, "/stream", ROUTE_STREAM, rt->method, rt)) {
+        parse_named(path, "/kv", ROUTE_KV, rt->key, rt);
     }
 }
 
@@ -111,6 +129,8 @@ static const char *allowed_methods(enum route_kind kind)
         return "GET, HEAD";
     case ROUTE_SESSION:
         return "DELETE";
+    case ROUTE_KV:
+        return "GET, HEAD, PUT, DELETE";
     default:
         return "POST";
     }
@@ -122,14 +142,19 @@ static bool method_allowed(enum route_kind kind, const char *http_method)
         return strcmp(http_method, "GET") == 0 || strcmp(http_method, "HEAD") == 0;
     if (kind == ROUTE_SESSION)
         return strcmp(http_method, "DELETE") == 0;
+    if (kind == ROUTE_KV)
+        return strcmp(http_method, "GET") == 0 || strcmp(http_method, "HEAD") == 0 ||
+               strcmp(http_method, "PUT") == 0 || strcmp(http_method, "DELETE") == 0;
     return strcmp(http_method, "POST") == 0;
 }
 
-/* 400 for a bad session id or method name; true if the names are fine. */
+/* 400 for a bad session id, method name or key; true if the names are fine. */
 static bool check_names(const route *rt, reply *r)
 {
-    bool has_session = rt->kind == ROUTE_SESSION || rt->kind == ROUTE_SESSION_CALL;
-    bool has_method = rt->kind == ROUTE_CALL || rt->kind == ROUTE_SESSION_CALL;
+    bool has_session = rt->kind == ROUTE_SESSION || rt->kind == ROUTE_SESSION_CALL ||
+                       rt->kind == ROUTE_SESSION_STREAM;
+    bool has_method = rt->kind == ROUTE_CALL || rt->kind == ROUTE_SESSION_CALL ||
+                      rt->kind == ROUTE_STREAM || rt->kind == ROUTE_SESSION_STREAM;
     if (rt->name_too_long) {
         reply_error(r, 400, "bad request", "names are limited to 128 characters");
     } else if (has_session && !valid_name(rt->session)) {
@@ -138,6 +163,8 @@ static bool check_names(const route *rt, reply *r)
         reply_error(r, 400, "bad request", "empty method name");
     } else if (has_method && !valid_name(rt->method)) {
         reply_error(r, 400, "bad request", "method name must be 1-128 of [A-Za-z0-9_.:-]");
+    } else if (rt->kind == ROUTE_KV && !valid_name(rt->key)) {
+        reply_error(r, 400, "bad request", "key must be 1-128 of [A-Za-z0-9_.:-]");
     } else {
         return true;
     }
@@ -162,8 +189,17 @@ static void dispatch(const httpd_app *app, const route *rt, const httpd_request 
     case ROUTE_SESSION_CALL:
         handle_session_call(app, rt->session, rt->method, rq->body, rq->len, rq->timeout_ms, r);
         break;
+    case ROUTE_STREAM:
+        handle_stream(app, NULL, rt->method, rq->body, rq->len, rq->timeout_ms, r);
+        break;
+    case ROUTE_SESSION_STREAM:
+        handle_stream(app, rt->session, rt->method, rq->body, rq->len, rq->timeout_ms, r);
+        break;
     case ROUTE_SESSION:
         handle_session_close(app, rt->session, r);
+        break;
+    case ROUTE_KV:
+        handle_kv(app, rq->http_method, rt->key, rq->body, rq->len, r);
         break;
     case ROUTE_NONE:
         reply_error(r, 404, "not found", "no such endpoint");

@@ -3,8 +3,8 @@
  *
  * Design notes:
  * - Threads: MHD runs a listening thread plus one thread per connection; the access handler
- *   (and so the blocking pypool call) runs in the connection's thread. No lock is held
- *   while a request runs.
+ *   (and so the blocking pypool call) runs in the connection's thread, and so does the content
+ *   reader of a streamed reply (streams.c). No lock is held while a request runs.
  * - Bodies: MHD hands the upload in pieces; they accumulate in the request up to
  *   max_body_bytes. A Content-Length over the cap is refused at once with 413; a chunked
  *   body that grows over it is discarded and answered 413 when it ends.
@@ -12,7 +12,9 @@
  *   starts unless the server is stopping, and leaves (inflight--) in MHD's completion
  *   callback, after its reply was sent. Requests that start after server_stop began get 503
  *   without touching the pool, so once inflight is 0 and the daemon is stopped nothing can
- *   reach the pool: main may destroy it.
+ *   reach the pool: main may destroy it. A stream leaves the gate when its response is over;
+ *   its pypool stream is closed when MHD frees the response, in the connection's thread, which
+ *   MHD_stop_daemon joins.
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -31,6 +33,9 @@
 
 #include "reply.h"
 #include "router.h"
+#include "streams.h"
+
+#define STREAM_BLOCK_SIZE 16384 /* MHD's advice on reads from a stream (it passes what fits) */
 
 struct httpd_server {
     struct MHD_Daemon *daemon;
@@ -100,14 +105,77 @@ static void add_header(struct MHD_Response *resp, const char *name, const char *
         MHD_add_response_header(resp, name, value);
 }
 
+/* MHD's content reader of a streamed reply; runs in the connection's thread. */
+static ssize_t on_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    ssize_t n = stream_read(cls, buf, max);
+    if (n == STREAM_READ_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* the connection is closed at once */
+    return n;
+}
+
+/* Runs when MHD is done with the response: sent, failed or the client went away. */
+static void on_stream_free(void *cls)
+{
+    stream_free(cls);
+}
+
+/* A body whose response also closes a stream once MHD is done with it (sent or not). */
+typedef struct body_and_stream {
+    char *body;
+    httpd_stream *stream;
+} body_and_stream;
+
+static void on_body_and_stream_free(void *cls)
+{
+    body_and_stream *bs = cls;
+    free(bs->body);
+    stream_free(bs->stream);
+    free(bs);
+}
+
+/* The reply's body as an MHD response; the body or stream belongs to the response. */
+static struct MHD_Response *make_response(reply *r)
+{
+    struct MHD_Response *resp;
+    if (r->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
+                                                 on_stream_read, r->stream, on_stream_free);
+        if (resp)
+            r->stream = NULL;
+    } else if (r->close_after) {
+        body_and_stream *bs = malloc(sizeof *bs);
+        if (!bs)
+            return NULL;
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(r->len, r->body,
+                                                                      on_body_and_stream_free, bs);
+        if (!resp) {
+            free(bs);
+            return NULL;
+        }
+        bs->body = r->body;
+        bs->stream = r->close_after;
+        r->body = NULL;
+        r->len = 0;
+        r->close_after = NULL;
+    } else {
+        resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+        if (resp) {
+            r->body = NULL;
+            r->len = 0;
+        }
+    }
+    return resp;
+}
+
 static enum MHD_Result send_reply(struct MHD_Connection *c, reply *r)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = make_response(r);
     if (!resp)
         return MHD_NO; /* MHD closes the connection */
-    r->body = NULL;    /* MHD owns it now */
-    r->len = 0;
     char pid[16];
     snprintf(pid, sizeof pid, "%d", r->worker_pid);
     add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);

@@ -31,6 +31,8 @@ static void stats_counters(jbuf *b, const pypool_stats *st)
     json_field_u64(b, "ping_failures", st->ping_failures);
     json_field_u64(b, "leak_warnings", st->leak_warnings);
     json_field_u64(b, "sessions", st->sessions);
+    json_field_u64(b, "inflight", st->inflight);
+    json_field_u64(b, "cancels", st->cancels);
     json_field_u64(b, "slot_count", st->slot_count);
 }
 
