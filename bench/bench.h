@@ -221,6 +221,9 @@ uint64_t self_ctxsw(void);              /* the host process, every thread (getru
 uint64_t pool_workers_rss_kib(pypool *p);
 uint64_t pool_workers_ctxsw(pypool *p);
 uint64_t mem_available_kib(void);
+double self_cpu_s(void);                /* user + system of the host, every thread */
+double proc_cpu_s(int pid);             /* user + system of a process, every thread */
+double pool_workers_cpu_s(pypool *p);
 
 /* ---- progress.c: a bar on stderr when it is a terminal -------------------------------------- */
 

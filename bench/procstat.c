@@ -6,12 +6,15 @@
  * worker's are summed over /proc/<pid>/task/<tid>/status (its live threads: async workers run
  * one loop thread, threaded handlers a pool of threads). The host's own come from
  * getrusage(RUSAGE_SELF), which sums every thread, also the client threads that already exited.
+ * CPU time: the host's from getrusage (µs), a worker's from /proc/<pid>/stat (utime + stime of
+ * every thread, in clock ticks: 10 ms, so windows of a second or more).
  */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -71,6 +74,37 @@ uint64_t self_ctxsw(void)
     return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
+double self_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+double proc_cpu_s(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = pid > 0 ? fopen(path, "r") : NULL;
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* comm may hold spaces; fields 3.. follow the last ')' */
+    if (!p)
+        return 0;
+    unsigned long long utime = 0, stime = 0;
+    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt(12)
+     * utime(14) stime(15) */
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+               &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* fn over the pid of every slot of the pool (any size). */
 static uint64_t pool_sum(pypool *p, uint64_t (*fn)(int pid))
 {
@@ -93,6 +127,20 @@ uint64_t pool_workers_rss_kib(pypool *p)
 uint64_t pool_workers_ctxsw(pypool *p)
 {
     return p ? pool_sum(p, proc_ctxsw) : 0;
+}
+
+double pool_workers_cpu_s(pypool *p)
+{
+    pypool_slot_stats slots[64];
+    double sum = 0;
+    for (unsigned first = 0; p; first += 64) {
+        unsigned n = pypool_stats_slots(p, first, slots, 64);
+        for (unsigned i = 0; i < n; i++)
+            sum += proc_cpu_s(slots[i].pid);
+        if (n < 64)
+            break;
+    }
+    return sum;
 }
 
 uint64_t mem_available_kib(void)

@@ -7,9 +7,11 @@
  *
  * Besides calls/s: fairness (max/median and min/median of the calls each client thread
  * completed, like the fairness scenario's spread), the p99 of a call's latency, and context
- * switches per call over the window: the host process's (getrusage: client threads, reaper)
- * and the workers' (every thread of each, /proc/<pid>/task/<tid>/status). On 2 cores a switch
- * costs a few µs against a ~20 µs call, so the count tells what each design can reach.
+ * switches and CPU time per call over the window: the host process's (getrusage: client
+ * threads, reaper) and the workers' (every thread of each, /proc/<pid>/task/<tid>/status and
+ * /proc/<pid>/stat). On 2 cores a switch costs a few µs against a ~10 µs call, and 2 CPU
+ * seconds per second bound the rate: calls/s <= 2 s / (CPU per call), so these two counts tell
+ * what each design can reach.
  *
  * Each round measures the floor and the four pool points once, in an order that flips every
  * round; figures are medians over rounds. Calls are counted when they complete in the window
@@ -30,13 +32,25 @@
 static const unsigned os_threads[OS_POINTS] = {8, 8, 64, 64};
 static const unsigned os_inflight[OS_POINTS] = {1, 2, 1, 2};
 
-enum { F_RATE, F_SPREAD_MAX, F_SPREAD_MIN, F_P50, F_P99, F_CS_HOST, F_CS_WORK, F_COUNT };
+enum {
+    F_RATE,
+    F_SPREAD_MAX,
+    F_SPREAD_MIN,
+    F_P50,
+    F_P99,
+    F_CS_HOST,
+    F_CS_WORK,
+    F_CPU_HOST,
+    F_CPU_WORK,
+    F_COUNT
+};
 
 typedef struct os_ctx {
     pypool *pool;      /* NULL: the floor */
     floor_child *floors;
     const uint8_t *payload;
     uint64_t host[2], work[2]; /* context switches at the window's start and end */
+    double host_cpu[2], work_cpu[2]; /* CPU seconds at the window's start and end */
 } os_ctx;
 
 static int os_call(void *ctxp, unsigned tid)
@@ -51,10 +65,14 @@ static void os_mark(void *ctxp, int which)
 {
     os_ctx *c = ctxp;
     c->host[which] = self_ctxsw();
-    if (c->pool)
+    c->host_cpu[which] = self_cpu_s();
+    if (c->pool) {
         c->work[which] = pool_workers_ctxsw(c->pool);
-    else
+        c->work_cpu[which] = pool_workers_cpu_s(c->pool);
+    } else {
         c->work[which] = proc_ctxsw(c->floors[0].proc.pid) + proc_ctxsw(c->floors[1].proc.pid);
+        c->work_cpu[which] = proc_cpu_s(c->floors[0].proc.pid) + proc_cpu_s(c->floors[1].proc.pid);
+    }
 }
 
 /* One run: run 0 is the floor (2 threads, one per child), run k the pool point k - 1. */
@@ -76,6 +94,8 @@ static void os_measure(const bench_opts *o, os_ctx *c, unsigned threads, double 
         fig[F_P99] = samples_pct(&res.lat, 99);
         fig[F_CS_HOST] = (double)(c->host[1] - c->host[0]) / (double)res.done;
         fig[F_CS_WORK] = (double)(c->work[1] - c->work[0]) / (double)res.done;
+        fig[F_CPU_HOST] = (c->host_cpu[1] - c->host_cpu[0]) * 1e6 / (double)res.done;
+        fig[F_CPU_WORK] = (c->work_cpu[1] - c->work_cpu[0]) * 1e6 / (double)res.done;
     }
     win_result_free(&res);
 }
@@ -106,6 +126,8 @@ static void os_report(const bench_opts *o, double fig[OS_RUNS][F_COUNT][BENCH_MA
         {" min/med", "x", F_SPREAD_MIN, true, true}, {" p50", "us", F_P50, false, true},
         {" p99", "us", F_P99, false, true},          {" cs host", "sw/call", F_CS_HOST, false, false},
         {" cs workers", "sw/call", F_CS_WORK, false, false},
+        {" CPU host", "us/call", F_CPU_HOST, false, false},
+        {" CPU workers", "us/call", F_CPU_WORK, false, false},
     };
     for (int p = 0; p < OS_POINTS; p++) {
         const double *m = med[p + 1], *fl = med[0];
