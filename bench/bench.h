@@ -224,6 +224,10 @@ uint64_t mem_available_kib(void);
 double self_cpu_s(void);                /* user + system of the host, every thread */
 double proc_cpu_s(int pid);             /* user + system of a process, every thread */
 double pool_workers_cpu_s(pypool *p);
+/* The host's threads other than the calling one (before a run: the pools' reapers). */
+unsigned self_other_tids(int *out, unsigned max);
+uint64_t self_task_ctxsw(int tid);
+double self_task_cpu_s(int tid);
 
 /* ---- progress.c: a bar on stderr when it is a terminal -------------------------------------- */
 

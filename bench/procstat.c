@@ -44,6 +44,31 @@ uint64_t proc_rss_kib(int pid)
     return pid > 0 ? status_sum(path, keys, 1) : 0;
 }
 
+uint64_t self_task_ctxsw(int tid)
+{
+    static const char *const keys[] = {"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"};
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    return status_sum(path, keys, 2);
+}
+
+unsigned self_other_tids(int *out, unsigned max)
+{
+    DIR *d = opendir("/proc/self/task");
+    unsigned n = 0;
+    if (!d)
+        return 0;
+    int me = (int)gettid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < max) {
+        int tid = atoi(e->d_name);
+        if (tid > 0 && tid != me)
+            out[n++] = tid;
+    }
+    closedir(d);
+    return n;
+}
+
 uint64_t proc_ctxsw(int pid)
 {
     static const char *const keys[] = {"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"};
@@ -83,11 +108,26 @@ double self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+static double stat_cpu_s(const char *path);
+
 double proc_cpu_s(int pid)
 {
-    char path[64], buf[1024];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = pid > 0 ? fopen(path, "r") : NULL;
+    return pid > 0 ? stat_cpu_s(path) : 0;
+}
+
+double self_task_cpu_s(int tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    return stat_cpu_s(path);
+}
+
+static double stat_cpu_s(const char *path)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
     if (!f)
         return 0;
     size_t n = fread(buf, 1, sizeof buf - 1, f);

@@ -11,7 +11,8 @@
  * threads, reaper) and the workers' (every thread of each, /proc/<pid>/task/<tid>/status and
  * /proc/<pid>/stat). On 2 cores a switch costs a few µs against a ~10 µs call, and 2 CPU
  * seconds per second bound the rate: calls/s <= 2 s / (CPU per call), so these two counts tell
- * what each design can reach.
+ * what each design can reach. "reaper" rows: the host's threads that existed before the run
+ * (the pools' reapers; part of "host"), which sit in the data path of multiplexed workers.
  *
  * Each round measures the floor and the four pool points once, in an order that flips every
  * round; figures are medians over rounds. Calls are counted when they complete in the window
@@ -42,6 +43,8 @@ enum {
     F_CS_WORK,
     F_CPU_HOST,
     F_CPU_WORK,
+    F_CS_LIB,
+    F_CPU_LIB,
     F_COUNT
 };
 
@@ -51,6 +54,10 @@ typedef struct os_ctx {
     const uint8_t *payload;
     uint64_t host[2], work[2]; /* context switches at the window's start and end */
     double host_cpu[2], work_cpu[2]; /* CPU seconds at the window's start and end */
+    int lib_tids[8];                 /* the host's threads before the run: the pools' reapers */
+    unsigned nlib;
+    uint64_t lib_cs[2];
+    double lib_cpu[2];
 } os_ctx;
 
 static int os_call(void *ctxp, unsigned tid)
@@ -66,6 +73,12 @@ static void os_mark(void *ctxp, int which)
     os_ctx *c = ctxp;
     c->host[which] = self_ctxsw();
     c->host_cpu[which] = self_cpu_s();
+    c->lib_cs[which] = 0;
+    c->lib_cpu[which] = 0;
+    for (unsigned i = 0; i < c->nlib; i++) {
+        c->lib_cs[which] += self_task_ctxsw(c->lib_tids[i]);
+        c->lib_cpu[which] += self_task_cpu_s(c->lib_tids[i]);
+    }
     if (c->pool) {
         c->work[which] = pool_workers_ctxsw(c->pool);
         c->work_cpu[which] = pool_workers_cpu_s(c->pool);
@@ -96,6 +109,8 @@ static void os_measure(const bench_opts *o, os_ctx *c, unsigned threads, double 
         fig[F_CS_WORK] = (double)(c->work[1] - c->work[0]) / (double)res.done;
         fig[F_CPU_HOST] = (c->host_cpu[1] - c->host_cpu[0]) * 1e6 / (double)res.done;
         fig[F_CPU_WORK] = (c->work_cpu[1] - c->work_cpu[0]) * 1e6 / (double)res.done;
+        fig[F_CS_LIB] = (double)(c->lib_cs[1] - c->lib_cs[0]) / (double)res.done;
+        fig[F_CPU_LIB] = (c->lib_cpu[1] - c->lib_cpu[0]) * 1e6 / (double)res.done;
     }
     win_result_free(&res);
 }
@@ -128,6 +143,8 @@ static void os_report(const bench_opts *o, double fig[OS_RUNS][F_COUNT][BENCH_MA
         {" cs workers", "sw/call", F_CS_WORK, false, false},
         {" CPU host", "us/call", F_CPU_HOST, false, false},
         {" CPU workers", "us/call", F_CPU_WORK, false, false},
+        {" cs reaper", "sw/call", F_CS_LIB, false, true},
+        {" CPU reaper", "us/call", F_CPU_LIB, false, true},
     };
     for (int p = 0; p < OS_POINTS; p++) {
         const double *m = med[p + 1], *fl = med[0];
@@ -135,7 +152,8 @@ static void os_report(const bench_opts *o, double fig[OS_RUNS][F_COUNT][BENCH_MA
             char label[48];
             snprintf(label, sizeof label, "%u thr if=%u%s", os_threads[p], os_inflight[p],
                      rows[i].suffix);
-            bool spread = rows[i].fig == F_SPREAD_MAX || rows[i].fig == F_SPREAD_MIN;
+            int f = rows[i].fig; /* no floor value: spread, or the reaper the floor lacks */
+            bool spread = f == F_SPREAD_MAX || f == F_SPREAD_MIN || f == F_CS_LIB || f == F_CPU_LIB;
             add_row(label, rows[i].unit, rows[i].higher, m[rows[i].fig],
                     spread ? NAN : fl[rows[i].fig], rows[i].no_ratio, note);
         }
@@ -161,6 +179,7 @@ void scenario_oversubscribed(const bench_opts *o)
         for (unsigned j = 0; j < OS_RUNS; j++) {
             unsigned k = r % 2 ? OS_RUNS - 1 - j : j;
             os_ctx c = {.floors = fl, .payload = payload};
+            c.nlib = self_other_tids(c.lib_tids, 8);
             if (k > 0) {
                 c.pool = pools[os_inflight[k - 1] - 1];
                 if (!c.pool) {
