@@ -95,8 +95,9 @@ class Contender:
         # page-fault fresh memory per call and its cost stays the same for every contender.
         self._reply_buf = bytearray(_ONE_READ)
         child_req, child_resp = _high_dup(req_r), _high_dup(resp_w)
+        # No PYPOOL_PROTOCOL_VERSION: runtimes of different protocol versions are compared.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath),
-                   PYPOOL_PARENT_PID=str(os.getpid()), PYPOOL_PROTOCOL_VERSION="1")
+                   PYPOOL_PARENT_PID=str(os.getpid()))
 
         def arrange_fds():
             os.dup2(child_req, 3)

@@ -67,8 +67,9 @@ def start_once(argv, pythonpath, extra_env=None):
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
     err_r = err_w = -1
+    # No PYPOOL_PROTOCOL_VERSION: runtimes of different protocol versions may be compared.
     env = dict(os.environ, PYTHONPATH=pythonpath, PYPOOL_PARENT_PID=str(os.getpid()),
-               PYPOOL_PROTOCOL_VERSION="1", PYPOOL_MAX_FRAME=str(64 << 20))
+               PYPOOL_MAX_FRAME=str(64 << 20))
     env.update(extra_env or {})
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, req_r, 3), (os.POSIX_SPAWN_DUP2, resp_w, 4)]

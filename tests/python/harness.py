@@ -27,6 +27,7 @@ if RUNTIME_DIR not in sys.path:
     sys.path.insert(0, RUNTIME_DIR)
 
 from pypool import pypool_pb2 as pb  # noqa: E402  (needs the sys.path entry above)
+from pypool._wire import PROTOCOL_VERSION  # noqa: E402
 
 PYTHON = sys.executable
 HEADER = struct.Struct(">I")
@@ -44,6 +45,19 @@ def frame(envelope):
 def request(req_id, method, payload=b"", session_id="", deadline_ms=0):
     return pb.Envelope(request=pb.Request(id=req_id, method=method, payload=payload,
                                           session_id=session_id, deadline_ms=deadline_ms))
+
+
+def cancel(req_id):
+    return pb.Envelope(cancel=pb.Cancel(id=req_id))
+
+
+def wait_for_file(path, timeout=DEFAULT_TIMEOUT):
+    """Waits until a handler created path (tests wait for events, not for durations)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s never appeared" % path)
+        time.sleep(0.002)
 
 
 def _high_dup(fd):
@@ -83,7 +97,7 @@ class Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([TEST_MODULES, C_TEST_MODULES, RUNTIME_DIR])
         env["PYPOOL_PARENT_PID"] = str(os.getpid() if parent_pid is None else parent_pid)
-        env["PYPOOL_PROTOCOL_VERSION"] = "1"
+        env["PYPOOL_PROTOCOL_VERSION"] = str(PROTOCOL_VERSION)
         if max_frame is not None:
             env["PYPOOL_MAX_FRAME"] = str(max_frame)
         env.update(extra_env or {})
@@ -101,6 +115,8 @@ class Worker:
         self._out, self._err = _Drain(self.proc.stdout), _Drain(self.proc.stderr)
         self._out.start()
         self._err.start()
+        self.host_calls = []  # HostCalls seen by collect()
+        self.others = []      # frames collect() read that were no Response of its calls
 
     # --- channel ---------------------------------------------------------------------------
     def send_raw(self, data):
@@ -165,6 +181,52 @@ class Worker:
         assert env.WhichOneof("msg") == "response", env
         assert env.response.id == req_id, (env.response.id, req_id)
         return env.response
+
+    # --- calls with streams and host calls (protocol 2) -------------------------------------
+    def host_reply(self, call):
+        """What this stand-in pool answers a HostCall: "upper" upper-cases the payload, "fail"
+        fails with code 7; anything else fails with -1 (as a pool without host_fn)."""
+        if call.name == "upper":
+            reply = pb.HostReply(id=call.id, call_id=call.call_id, payload=call.payload.upper())
+        elif call.name == "fail":
+            reply = pb.HostReply(id=call.id, call_id=call.call_id, error=7,
+                                 message="failed on purpose")
+        else:
+            reply = pb.HostReply(id=call.id, call_id=call.call_id, error=-1, message="no host_fn")
+        return pb.Envelope(host_reply=reply)
+
+    def collect(self, ids, timeout=DEFAULT_TIMEOUT, on_chunk=None):
+        """Reads frames until each request id in ids got its final Response, answering host
+        calls on the way. Returns {id: (chunks, final Response)}; frames that are neither
+        (pongs) go to self.others. on_chunk(id, n) is called after a call's n-th chunk."""
+        ids = set(ids)
+        got = {i: [] for i in ids}
+        done = {}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ids):
+            env = self.recv(max(0.01, deadline - time.monotonic()))
+            assert env is not None, "worker died; stderr:\n" + self.stderr
+            kind = env.WhichOneof("msg")
+            if kind == "host_call":
+                self.host_calls.append(env.host_call)
+                self.send(self.host_reply(env.host_call))
+            elif kind == "response" and env.response.id in ids:
+                resp = env.response
+                assert resp.id not in done, "a Response after the final one: %s" % resp
+                if resp.more:
+                    got[resp.id].append(resp.payload)
+                    if on_chunk is not None:
+                        on_chunk(resp.id, len(got[resp.id]))
+                else:
+                    done[resp.id] = resp
+            else:
+                self.others.append(env)
+        return {i: (got[i], done[i]) for i in ids}
+
+    def stream(self, method, payload=b"", req_id=1, **kw):
+        """(chunks, final Response) of one call."""
+        self.send(request(req_id, method, payload, **kw))
+        return self.collect([req_id])[req_id]
 
     # --- process ---------------------------------------------------------------------------
     def wait(self, timeout=DEFAULT_TIMEOUT):

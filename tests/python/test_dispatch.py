@@ -607,8 +607,11 @@ class TestDispatch(RegistryIsolation):
         def look(payload, ctx):
             seen.update(id=ctx.request_id, method=ctx.method, deadline=ctx.deadline_ms,
                         remaining=ctx.remaining(), sid=ctx.session_id, session=ctx.session)
-            # The worker builds Contexts slot by slot: none may be left unset.
-            seen.update(slots={name: getattr(ctx, name) for name in pypool.Context.__slots__})
+            # The worker builds Contexts slot by slot: none may be left unset, except _call,
+            # which is only ever read with a default (Context's comment says why).
+            seen.update(slots={name: getattr(ctx, name) for name in pypool.Context.__slots__
+                               if name != "_call"})
+            seen.update(cancelled=ctx.cancelled())
             return b""
 
         pypool.handler("look")(look)

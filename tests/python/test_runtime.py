@@ -37,7 +37,7 @@ class TestHelloAndCalls(WorkerTestCase):
     def test_hello(self):
         worker = self.start()
         hello = worker.hello()
-        self.assertEqual(hello.protocol_version, 1)
+        self.assertEqual(hello.protocol_version, 2)
         self.assertEqual(hello.pid, worker.proc.pid)
         self.assertEqual(hello.python_version, sys.version)
         self.assertEqual(list(hello.handlers), RT_HANDLERS)
@@ -340,9 +340,9 @@ class TestExits(WorkerTestCase):
         self.assertIn("ValueError", worker.stderr)
 
     def test_protocol_version_mismatch_exits_1(self):
-        worker = self.start(extra_env={"PYPOOL_PROTOCOL_VERSION": "2"})
+        worker = self.start(extra_env={"PYPOOL_PROTOCOL_VERSION": "1"})
         self.assertEqual(worker.wait(), 1)
-        self.assertIn("protocol 2", worker.stderr)
+        self.assertIn("protocol 1", worker.stderr)
 
     def test_missing_module_exits_1(self):
         worker = self.start(module="no_such_module_anywhere")

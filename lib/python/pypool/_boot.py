@@ -133,6 +133,20 @@ def max_frame_bytes():
     return limit
 
 
+def max_inflight():
+    """PYPOOL_MAX_INFLIGHT: calls the pool may send before it has their replies (1 if unset)."""
+    value = os.environ.get("PYPOOL_MAX_INFLIGHT")
+    if not value:
+        return 1
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        fail(EXIT_STARTUP, "PYPOOL_MAX_INFLIGHT is not a positive int: %r" % value)
+    return limit
+
+
 def check_protocol_version(ours):
     """PYPOOL_PROTOCOL_VERSION, when the pool sets it, must be the version this runtime speaks."""
     theirs = os.environ.get("PYPOOL_PROTOCOL_VERSION")

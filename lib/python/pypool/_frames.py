@@ -12,6 +12,10 @@ so a large payload is never copied just to prepend its header.
 Both ends run once per request, so their fast paths keep everything they touch in locals of a
 closure (no attribute lookups) and push the rare cases (EOF, errors, short writes, big frames)
 out of line.
+
+A worker holding several calls at once (max_inflight > 1) cannot block inside read_frame: it
+also waits for its own threads. It polls the request pipe together with a wake-up pipe and feeds
+a FrameBuffer with what the request pipe holds, taking whole frames out of it.
 """
 
 import io
@@ -83,6 +87,12 @@ class WaitingFileIO(io.FileIO):
     def pending(self):
         """Bytes taken from the fd that are not part of a frame handed out yet."""
         return self.got - self.used
+
+    def frame_ready(self):
+        """True when read_frame would find something without waiting for the pool: bytes
+        already taken (a frame, whole or begun: the pool writes frames whole), or a readable
+        fd (data or EOF). Never blocks."""
+        return self.got != self.used or bool(self._poll(0))
 
     def readinto(self, buffer):
         # `waiting` goes up before on_idle looks for a SIGTERM, not after: a SIGTERM landing
@@ -170,10 +180,91 @@ def _frame_reader(stream, raw, max_frame):
     return read_frame, big_buffer_size
 
 
-def fd_sender(fd):
+class FrameBuffer:
+    """Frames out of a pipe read as data comes, for a reader that waits in its own poll.
+
+    The owner polls fd (with whatever else it waits for), calls fill() once fd is readable
+    (one read(2), never a wait), then takes whole frames with next_frame() until it returns
+    None. Small frames come back as bytes. A big frame (BIG_FRAME bytes or more) is read
+    straight into a bytearray of its own size and handed out as a memoryview of it: one
+    buffer per big frame (this reader keeps none between frames; the single-call reader's
+    reused buffer serves the big-payload case).
+    """
+
+    def __init__(self, fd, max_frame):
+        self._fd = fd
+        self._max_frame = max_frame
+        self._data = b""    # bytes taken from fd, handed out up to _pos
+        self._pos = 0
+        self._big = None    # memoryview of the big frame being read, and how much of it is in
+        self._big_got = 0
+
+    def pending(self):
+        """Bytes taken from the fd that are not part of a frame handed out yet."""
+        return len(self._data) - self._pos + self._big_got
+
+    def fill(self):
+        """One read(2) of what fd holds; False at EOF between frames (ProtocolError inside one).
+
+        Call it only when fd is readable: it does not wait (or not for long: a readable pipe
+        has data or is at EOF)."""
+        if self._big is not None:
+            got = os.readv(self._fd, [self._big[self._big_got:]])
+            if not got:
+                raise ProtocolError("EOF inside a frame (%d of %d bytes)"
+                                    % (self._big_got, len(self._big)))
+            self._big_got += got
+            return True
+        chunk = os.read(self._fd, _READ_BUFFER)
+        if not chunk:
+            if self.pending():
+                raise ProtocolError("EOF inside a frame (%d bytes of it read)" % self.pending())
+            return False
+        pos = self._pos
+        self._data = self._data[pos:] + chunk if pos < len(self._data) else chunk
+        self._pos = 0
+        return True
+
+    def next_frame(self):
+        """The next whole frame's body, or None until more data is in (fill)."""
+        big = self._big
+        if big is not None:
+            if self._big_got < len(big):
+                return None
+            self._big = None
+            self._big_got = 0
+            return big
+        data = self._data
+        pos = self._pos
+        if len(data) - pos < 4:
+            return None
+        (size,) = HEADER.unpack_from(data, pos)
+        if size > self._max_frame:
+            raise ProtocolError("incoming frame of %d bytes exceeds the limit of %d bytes"
+                                % (size, self._max_frame))
+        end = pos + 4 + size
+        if end <= len(data):
+            self._pos = end
+            return data[pos + 4:end]
+        if size >= BIG_FRAME:
+            self._start_big(size, data[pos + 4:])
+        return None
+
+    def _start_big(self, size, begun):
+        # The rest of the frame is read into its own buffer: no growing concatenations.
+        self._big = memoryview(bytearray(size))
+        self._big[:len(begun)] = begun
+        self._big_got = len(begun)
+        self._data = b""
+        self._pos = 0
+
+
+def fd_sender(fd, lock=None):
     """send(head, tail=b"") writing one frame to fd; head already starts with the 4-byte length.
 
     The hot caller passes a small reply as one complete frame in head: one write(2), one check.
+    With a lock (several threads reply), each frame is written whole while holding it, so two
+    frames never interleave.
     """
     write = os.write
 
@@ -185,7 +276,14 @@ def fd_sender(fd):
             return
         write_frame(fd, head, tail)
 
-    return send
+    if lock is None:
+        return send
+
+    def send_locked(head, tail=b""):
+        with lock:
+            send(head, tail)
+
+    return send_locked
 
 
 def write_frame(fd, head, tail=b""):

@@ -1,7 +1,7 @@
 """Envelope encoding and decoding (proto/pypool.proto) for the worker side.
 
-Everything goes through the generated pypool_pb2 except the hot path, a successful Response:
-that one is encoded by hand (a few varints in front of the payload) so the payload is never
+Everything goes through the generated pypool_pb2 except the hot paths, a successful Response
+and a stream's chunk (the same Response with more=true): those are encoded by hand (a few varints in front of the payload) so the payload is never
 copied into a protobuf message and back out: a small reply becomes one whole frame built from
 precomputed prefixes (one write(2)), a big payload is written with writev straight from the
 handler's buffer. tests/python checks these bytes against pypool_pb2.
@@ -12,12 +12,13 @@ from google.protobuf.message import DecodeError
 from . import pypool_pb2 as pb
 from ._frames import BIG_FRAME, HEADER, ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Field tags: (field_number << 3) | wire_type, wire type 0 = varint, 2 = length-delimited.
 _TAG_ENVELOPE_RESPONSE = b"\x1a"  # Envelope.response = 3
 _TAG_RESPONSE_ID = b"\x08"        # Response.id = 1
 _TAG_RESPONSE_PAYLOAD = b"\x1a"   # Response.payload = 3
+_MORE_FIELD = b"\x20\x01"          # Response.more = 4, true
 
 # Error texts are capped so an error reply can never itself exceed the frame limit.
 _MAX_ERROR_TEXT = 1 << 16
@@ -88,6 +89,39 @@ def ok_response_frame(request_id, payload):
     outer = _TAG_ENVELOPE_RESPONSE + varint(inner_size)
     body_size = len(outer) + inner_size
     return HEADER.pack(body_size) + outer + inner, body_size
+
+
+def chunk_frame(request_id, payload):
+    """Frame of Envelope{response{id, more=true, payload}} (a stream's chunk) as (head, payload).
+
+    Like ok_response_frame, with the frame body size; the chunk is written from its own buffer.
+    """
+    size = len(payload)
+    inner = (_TAG_RESPONSE_ID + varint(request_id) + _MORE_FIELD + _TAG_RESPONSE_PAYLOAD
+             + varint(size))
+    inner_size = len(inner) + size
+    outer = _TAG_ENVELOPE_RESPONSE + varint(inner_size)
+    body_size = len(outer) + inner_size
+    return HEADER.pack(body_size) + outer + inner, body_size
+
+
+def stream_end_frame(request_id):
+    """The final Response of a stream that ended normally: stream_end=true, no payload."""
+    env = pb.Envelope()
+    env.response.id = request_id
+    env.response.stream_end = True
+    return _frame(env)
+
+
+def host_call_frame(host_id, call_id, name, payload):
+    """Envelope{host_call{id, call_id, name, payload}}: a handler of call_id calls the host."""
+    env = pb.Envelope()
+    call = env.host_call
+    call.id = host_id
+    call.call_id = call_id
+    call.name = name
+    call.payload = payload
+    return _frame(env)
 
 
 def _frame(envelope):

@@ -1,9 +1,16 @@
-"""The worker's serving loop: one frame in, at most one frame out, in order (docs/PROTOCOL.md).
+"""The worker's serving loops (docs/PROTOCOL.md): Worker serves one call at a time (the
+classic mode, max_inflight 1); MuxWorker holds up to max_inflight calls at once.
 
 Request -> handler(payload, ctx) -> Response; Ping -> Pong; SessionClose -> drop the dict;
 Shutdown or EOF on fd 3 -> exit 0; a broken channel -> exit 3. SIGTERM exits at once while
 idle with no byte of a request taken from the pipe; otherwise the request in hand is answered
 first (a request the worker read and dropped is one the pool can neither retry nor answer).
+Every Request gets exactly one final Response; a stream sends its chunks (more=true) first.
+
+In classic mode the pool sends a Request only to an idle worker, so while a call runs only
+Cancel and HostReply can come: the call reads them itself, between a stream's chunks (without
+waiting) and while ctx.host() waits for its reply. Async handlers run to completion on one
+event loop kept for the worker's life.
 
 serve() and handle_request() run once per request, so they are written for it: callables
 bound to locals, the Context filled slot by slot, a small bytes reply encoded as one whole frame
@@ -14,16 +21,19 @@ The Worker class does not own the fds: it takes a FrameReader and a send(head, t
 so the unit tests can drive dispatch without a subprocess.
 """
 
+import itertools
 import os
 import signal
 import sys
 import time
+import types
 
 import pypool
 
 from . import _boot, _frames, _wire
 
 EXIT_OK = 0
+CANCELLED = "Cancelled"  # error type of the final Response of a cancelled call
 
 _Context = pypool.Context
 _new_context = object.__new__
@@ -46,6 +56,16 @@ class Worker:
         self._serving = False
         self._raw = None
         self._term_requested = False
+        # A call in progress reading frames itself (a stream between chunks, ctx.host waiting
+        # for its reply): SIGTERM must not take the reader's wait for an idle one.
+        self._busy = False
+        self._read_frame = None
+        self._host_ids = itertools.count(1)
+        self._host_wait = 0       # id of the HostCall a handler waits for (0: none)
+        self._host_reply = None
+        self._loop = None         # the event loop of async handlers, made at the first one
+        # ctx.host() of a plain call (whose Context has no _call yet) finds the worker here.
+        pypool._runtime = self
 
     # --- lifecycle -------------------------------------------------------------------------
     def install_sigterm(self):
@@ -62,11 +82,11 @@ class Worker:
         if not self._serving:
             _boot.exit_now(EXIT_OK)
         raw = self._raw
-        if raw is not None and raw.waiting and raw.got == raw.used:
+        if raw is not None and raw.waiting and raw.got == raw.used and not self._busy:
             _boot.exit_now(EXIT_OK)
 
     def _exit_if_asked(self):
-        if self._term_requested:
+        if self._term_requested and not self._busy:
             _boot.exit_now(EXIT_OK)
 
     def serve(self, reader):
@@ -78,7 +98,7 @@ class Worker:
         # Last: a SIGTERM before this line exits at once, which is right (nothing read yet).
         self._serving = True
         # This loop runs once per request: what it calls is bound to locals up front.
-        read_frame = reader.read_frame
+        read_frame = self._read_frame = reader.read_frame
         decode = _wire.decode
         handle_request = self.handle_request
         dispatch = self.dispatch
@@ -118,6 +138,8 @@ class Worker:
             self._sessions.pop(message.session_id, None)
         elif kind == "shutdown":
             _boot.exit_now(EXIT_OK)
+        elif kind == "cancel" or kind == "host_reply":
+            pass  # for a call that has finished: nothing left to do
         else:
             raise _frames.ProtocolError("unexpected message from the pool: %s" % kind)
 
@@ -163,12 +185,16 @@ class Worker:
         if type(result) is bytes and len(result) <= self._small_reply_limit:
             self._send(_wire.ok_response(request_id, result))
         else:
-            self._send_result(request_id, method, result)
+            self._send_result(request_id, method, result, ctx)
 
     # --- replies ---------------------------------------------------------------------------
-    def _send_result(self, request_id, method, result):
+    def _send_result(self, request_id, method, result, ctx=None):
+        """Sends a handler's return value; with ctx, a coroutine or (async) generator is run
+        (awaited, streamed) first. Without ctx (an awaited value) it must be a payload."""
         payload = _as_payload(result)
         if payload is None:
+            if ctx is not None and self._serve_special(ctx, result):
+                return
             self._send_error(request_id, "TypeError",
                              "handler %r returned %s; expected bytes, bytearray, memoryview, "
                              "str or None" % (method, type(result).__name__), "")
@@ -195,10 +221,11 @@ class Worker:
         # traceback is imported on the first handler exception, not at start: with what it
         # pulls in (linecache, tokenize, textwrap...) it would cost every worker's start ~7 ms.
         import traceback
-        # Skip our own frame: the traceback starts at the user's handler.
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
+        tb_text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
         self._send_error(request_id, type(exc).__name__, _safe_str(exc), tb_text)
+
+    def _send_cancelled(self, request_id):
+        self._send_error(request_id, CANCELLED, "the caller cancelled the call", "")
 
     def _send_error(self, request_id, error_type, message, tb_text):
         data = _wire.error_frame(request_id, error_type, message, tb_text)
@@ -207,6 +234,244 @@ class Worker:
             budget = max(0, self._max_frame // 2 - len(error_type) - 32)
             data = _wire.error_frame(request_id, error_type, message[:budget], "")
         self._send(data)
+
+    # --- coroutines and streams ------------------------------------------------------------
+    def _serve_special(self, ctx, result):
+        """Runs what an async or generator handler returned; False if result is none of those."""
+        kind = type(result)
+        if kind is _GeneratorType:
+            self._stream(self.call_of(ctx), result)
+        elif kind is _CoroutineType:
+            try:
+                value = self._run_coroutine(result)
+            except BaseException as exc:
+                self._send_exception(ctx.request_id, exc)
+                return True
+            self._send_result(ctx.request_id, ctx.method, value)
+        elif kind is _AsyncGeneratorType:
+            self._run_coroutine(self._stream_async(self.call_of(ctx), result))
+        else:
+            return False
+        return True
+
+    def _run_coroutine(self, coro):
+        """Runs coro to completion on the worker's event loop, made at the first use."""
+        if self._loop is None:
+            self._loop = _new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def _stream(self, call, gen):
+        """Sends each value gen yields as a chunk, then the final Response (stream_end, the
+        error it raised, or Cancelled if the caller gave up meanwhile)."""
+        request_id = call.id
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration:
+                self._send(_wire.stream_end_frame(request_id))
+                return
+            except BaseException as exc:
+                self._send_exception(request_id, exc)
+                return
+            if not self._send_chunk(call, item):
+                _close_quietly(gen)
+                return
+            self._between_chunks(call)
+            if call.cancelled:
+                _close_quietly(gen)
+                self._send_cancelled(request_id)
+                return
+
+    async def _stream_async(self, call, agen):
+        """_stream for an async generator: the same frames, awaited chunk by chunk."""
+        import asyncio
+        request_id = call.id
+        while True:
+            try:
+                item = await agen.__anext__()
+            except StopAsyncIteration:
+                self._send(_wire.stream_end_frame(request_id))
+                return
+            except BaseException as exc:
+                if call.cancelled and isinstance(exc, asyncio.CancelledError):
+                    self._send_cancelled(request_id)  # the task was cancelled (Cancel)
+                else:
+                    self._send_exception(request_id, exc)
+                return
+            if not self._send_chunk(call, item):
+                await _aclose_quietly(agen)
+                return
+            self._between_chunks(call)
+            if call.cancelled:
+                await _aclose_quietly(agen)
+                self._send_cancelled(request_id)
+                return
+
+    def _send_chunk(self, call, item):
+        """Sends one yielded value as a chunk; False (after the final error) if it cannot be."""
+        payload = _as_payload(item)
+        if payload is None:
+            self._send_error(call.id, "TypeError",
+                             "handler %r yielded %s; expected bytes, bytearray, memoryview, "
+                             "str or None" % (call.ctx.method, type(item).__name__), "")
+            return False
+        head, body_size = _wire.chunk_frame(call.id, payload)
+        if body_size > self._max_frame:
+            self._send_error(call.id, "FrameTooLarge",
+                             "chunk of %d bytes exceeds the frame limit of %d bytes"
+                             % (body_size, self._max_frame), "")
+            return False
+        # A blocking write: a consumer that falls behind holds the generator here.
+        self._send(head, payload)
+        return True
+
+    def _between_chunks(self, call):
+        """Reads, without waiting, what the pool sent meanwhile (a Cancel for this call)."""
+        raw = self._raw
+        if raw is None:
+            return  # a reader that cannot say whether a frame waits (unit tests)
+        while raw.frame_ready():
+            self._read_while_busy(call)
+
+    # --- frames read while a call is in progress (classic mode) ----------------------------
+    def _read_while_busy(self, call):
+        # This runs inside a handler (ctx.host, a stream's next chunk), which may catch what
+        # is raised here: a broken channel ends the worker at once instead.
+        busy = self._busy
+        self._busy = True
+        try:
+            body = self._read_frame()
+            if body is None:
+                _boot.exit_now(EXIT_OK)  # EOF: the pool is gone, nobody waits for this call
+            kind, message = _wire.decode(body)
+            if kind == "request":
+                raise _frames.ProtocolError(
+                    "request %d arrived while call %d was in progress (max_inflight is 1)"
+                    % (message.id, call.id))
+            if kind == "cancel":
+                if message.id == call.id:
+                    call.cancelled = True
+            elif kind == "host_reply":
+                if message.id == self._host_wait:
+                    self._host_reply = message
+            else:
+                self.dispatch(kind, message)
+        except _frames.ProtocolError as exc:
+            _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
+        finally:
+            self._busy = busy
+
+    # --- host calls ------------------------------------------------------------------------
+    def call_of(self, ctx):
+        """The runtime's state of ctx's call, made on first need (a plain call has none)."""
+        call = getattr(ctx, "_call", None)
+        if call is None:
+            call = ctx._call = _Call(self, ctx, None, pypool.PLAIN, None)
+        return call
+
+    def host(self, call, name, payload):
+        """ctx.host(): sends a HostCall and reads frames until its HostReply comes."""
+        host_id = next(self._host_ids)
+        self._send(self._host_call_frame(host_id, call.id, name, payload))
+        self._host_wait = host_id
+        try:
+            while self._host_reply is None:
+                self._read_while_busy(call)
+            reply = self._host_reply
+        finally:
+            self._host_wait = 0
+            self._host_reply = None
+        return _host_result(reply)
+
+    async def host_async(self, call, name, payload):
+        # One call at a time: nothing else of this worker needs the loop while it waits.
+        return self.host(call, name, payload)
+
+    def _host_call_frame(self, host_id, call_id, name, payload):
+        data = _wire.host_call_frame(host_id, call_id, name, payload)
+        if len(data) - _frames.HEADER_SIZE > self._max_frame:
+            raise pypool.HostError(-2, "the host call of %d bytes exceeds the frame limit of "
+                                       "%d bytes" % (len(data) - _frames.HEADER_SIZE,
+                                                     self._max_frame))
+        return data
+
+
+class _Call:
+    """The runtime's state of one call beyond its Context: whether the caller cancelled it,
+    and (with several calls at once) where it is and what runs it. ctx.host() goes through it.
+    """
+
+    __slots__ = ("runtime", "ctx", "id", "fn", "kind", "payload", "state", "cancelled", "task")
+
+    def __init__(self, runtime, ctx, fn, kind, payload):
+        self.runtime = runtime
+        self.ctx = ctx
+        self.id = ctx.request_id
+        self.fn = fn
+        self.kind = kind
+        self.payload = payload
+        self.state = RUNNING
+        self.cancelled = False
+        self.task = None  # the asyncio task of an async call (multiplexed mode)
+
+    def host(self, name, payload):
+        return self.runtime.host(self, name, payload)
+
+    def host_async(self, name, payload):
+        return self.runtime.host_async(self, name, payload)
+
+
+# _Call.state in multiplexed mode.
+WAITING = "waiting"   # behind a running call of its session
+READY = "ready"       # handed to what runs it (main thread queue, thread pool, event loop)
+RUNNING = "running"
+DONE = "done"
+
+_GeneratorType = types.GeneratorType
+_CoroutineType = types.CoroutineType
+_AsyncGeneratorType = types.AsyncGeneratorType
+
+
+def _new_event_loop():
+    import asyncio  # here only: ~10 ms of import that workers without async handlers never pay
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+def _close_quietly(gen):
+    # The stream is over either way; an error while closing (a finally block that raises)
+    # must not turn into a second final Response.
+    try:
+        gen.close()
+    except BaseException:
+        pass
+
+
+async def _aclose_quietly(agen):
+    try:
+        await agen.aclose()
+    except BaseException:
+        pass
+
+
+def _host_result(reply):
+    if reply.error:
+        raise pypool.HostError(reply.error, reply.message)
+    return reply.payload
+
+
+def _user_frames(exc):
+    """exc's traceback from the first frame that is not the runtime's (or asyncio's, which
+    runs async handlers): the caller sees the traceback start at the handler."""
+    tb = exc.__traceback__
+    while tb is not None and _is_machinery(tb.tb_frame.f_globals.get("__name__", "")):
+        tb = tb.tb_next
+    return tb
+
+
+def _is_machinery(module):
+    return module.startswith(("pypool.", "asyncio.", "concurrent.")) or module == "pypool"
 
 
 def _as_payload(result):
