@@ -219,6 +219,8 @@ uint64_t proc_rss_kib(int pid);         /* VmRSS of /proc/<pid>/status, 0 if unk
 uint64_t proc_ctxsw(int pid);           /* voluntary + nonvoluntary switches, every thread */
 uint64_t self_ctxsw(void);              /* the host process, every thread (getrusage) */
 uint64_t pool_workers_rss_kib(pypool *p);
+uint64_t proc_pss_kib(int pid);         /* Pss of /proc/<pid>/smaps_rollup (shared pages split) */
+uint64_t pool_workers_pss_kib(pypool *p);
 uint64_t pool_workers_ctxsw(pypool *p);
 uint64_t mem_available_kib(void);
 double self_cpu_s(void);                /* user + system of the host, every thread */

@@ -44,6 +44,14 @@ uint64_t proc_rss_kib(int pid)
     return pid > 0 ? status_sum(path, keys, 1) : 0;
 }
 
+uint64_t proc_pss_kib(int pid)
+{
+    static const char *const keys[] = {"Pss:"};
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
+    return pid > 0 ? status_sum(path, keys, 1) : 0;
+}
+
 uint64_t self_task_ctxsw(int tid)
 {
     static const char *const keys[] = {"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"};
@@ -162,6 +170,11 @@ static uint64_t pool_sum(pypool *p, uint64_t (*fn)(int pid))
 uint64_t pool_workers_rss_kib(pypool *p)
 {
     return p ? pool_sum(p, proc_rss_kib) : 0;
+}
+
+uint64_t pool_workers_pss_kib(pypool *p)
+{
+    return p ? pool_sum(p, proc_pss_kib) : 0;
 }
 
 uint64_t pool_workers_ctxsw(pypool *p)

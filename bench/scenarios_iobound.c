@@ -11,7 +11,8 @@
  * beside what 256 one-call workers would take: 256 x the VmRSS of one idle worker of the same
  * module (max_inflight 1, after a call of each kind), measured in this run. A full run (not
  * --quick) also starts a real 256-worker pool when the machine has the memory, and reports its
- * measured total next to the estimate. Context switches per call (host + workers) are reported
+ * measured total next to the estimate. VmRSS counts shared pages (the interpreter, libraries)
+ * once per process; PSS (smaps_rollup) splits them, for the memory really used. Context switches per call (host + workers) are reported
  * as in the oversubscribed scenario.
  *
  * Client threads start staggered over one call's length, so completions spread evenly over the
@@ -35,7 +36,7 @@
 static const char *const io_methods[2] = {"io_sleep", "io_sleep_thread"};
 static const char *const io_names[2] = {"async", "threaded"};
 
-enum { F_RATE, F_P50, F_P99, F_CS, F_RSS, F_COUNT };
+enum { F_RATE, F_P50, F_P99, F_CS, F_RSS, F_PSS, F_COUNT };
 
 typedef struct io_ctx {
     pypool *pool;
@@ -95,6 +96,7 @@ static void io_measure(const bench_opts *o, pypool *pool, int kind, double *fig)
         fig[F_P99] = samples_pct(&res.lat, 99) / 1e3;
         fig[F_CS] = (double)(c.cs[1] - c.cs[0]) / (double)res.done;
         fig[F_RSS] = (double)pool_workers_rss_kib(pool) / 1024.0;
+        fig[F_PSS] = (double)pool_workers_pss_kib(pool) / 1024.0;
     }
     win_result_free(&res);
 }
@@ -139,9 +141,9 @@ static double idle_worker_rss(const bench_opts *o)
 }
 
 /* A real pool of 256 one-call workers: total VmRSS (MiB) once all said Hello; NAN if skipped. */
-static double big_pool_rss(const bench_opts *o, double idle_mib, double *start_s)
+static double big_pool_rss(const bench_opts *o, double idle_mib, double *start_s, double *pss)
 {
-    *start_s = NAN;
+    *start_s = *pss = NAN;
     if (o->quick || isnan(idle_mib))
         return NAN;
     double need_kib = 3.0 * IO_BIG_POOL * idle_mib * 1024.0;
@@ -156,6 +158,7 @@ static double big_pool_rss(const bench_opts *o, double idle_mib, double *start_s
         return NAN;
     *start_s = (double)(bench_now_ns() - t0) / 1e9;
     double mib = (double)pool_workers_rss_kib(p) / 1024.0;
+    *pss = (double)pool_workers_pss_kib(p) / 1024.0;
     pypool_destroy(p);
     return mib;
 }
@@ -171,7 +174,8 @@ static void add_row(const char *label, const char *unit, bool higher, double poo
 }
 
 static void io_report(const bench_opts *o, double fig[2][F_COUNT][BENCH_MAX_ROUNDS],
-                      const double alone[2], double idle_mib, double big_mib, double big_s)
+                      const double alone[2], double idle_mib, double big_mib, double big_s,
+                      double big_pss)
 {
     static const char *const ideal = "floor: the ideal 2 x 128 / 0.05 s (computed)";
     static const char *const sleep = "floor: the sleep, 50 ms";
@@ -203,10 +207,16 @@ static void io_report(const bench_opts *o, double fig[2][F_COUNT][BENCH_MAX_ROUN
         add_row(label, "MiB", false, m[k][F_RSS], IO_BIG_POOL * idle_mib, false, rss);
     }
     add_row("one idle one-call worker", "MiB", false, idle_mib, NAN, true, rss);
+    static const char *const pss = "PSS: Pss of smaps_rollup, shared pages split";
+    for (int k = 0; k < 2; k++) {
+        snprintf(label, sizeof label, "%s workers' PSS", io_names[k]);
+        add_row(label, "MiB", false, m[k][F_PSS], NAN, true, pss);
+    }
     if (!isnan(big_mib)) {
         static const char *const real = "pypool: a real pool of 256 workers; floor: 256 x one";
         add_row("256 real one-call workers", "MiB", false, big_mib, IO_BIG_POOL * idle_mib, false,
                 real);
+        add_row("256 real workers' PSS", "MiB", false, big_pss, NAN, true, real);
         add_row("256-worker pool start", "s", false, big_s, NAN, true, real);
     }
 }
@@ -238,9 +248,9 @@ void scenario_iobound(const bench_opts *o)
             }
         pypool_destroy(pool);
     }
-    double big_s;
-    double big_mib = big_pool_rss(o, idle_mib, &big_s);
+    double big_s, big_pss;
+    double big_mib = big_pool_rss(o, idle_mib, &big_s, &big_pss);
     progress_step("256 workers");
     progress_end();
-    io_report(o, fig, alone, idle_mib, big_mib, big_s);
+    io_report(o, fig, alone, idle_mib, big_mib, big_s, big_pss);
 }
