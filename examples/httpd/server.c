@@ -36,6 +36,7 @@
 #include "streams.h"
 
 #define STREAM_BLOCK_SIZE 16384 /* MHD's advice on reads from a stream (it passes what fits) */
+#define IDLE_TIMEOUT_S    60    /* MHD closes a connection with no I/O for this long */
 
 struct httpd_server {
     struct MHD_Daemon *daemon;
@@ -285,6 +286,11 @@ static enum MHD_Result request_end(httpd_server *s, struct MHD_Connection *c, co
     reply r;
     reply_init(&r);
     route_request(&s->app, &hr, &r);
+    /* A stream may be silent between chunks for as long as its deadline allows: MHD must not
+     * take that for an idle connection. */
+    int64_t stream_s = hr.timeout_ms / 1000 + 1;
+    if (r.stream && stream_s > IDLE_TIMEOUT_S)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)stream_s);
     enum MHD_Result ok = send_reply(c, &r);
     reply_free(&r);
     return ok;
@@ -352,7 +358,7 @@ static struct MHD_Daemon *daemon_start(httpd_server *s, const httpd_server_confi
     return MHD_start_daemon(flags, cfg->port, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR,
                             (const struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
                             on_completed, s, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)512, MHD_OPTION_END);
 }
 
