@@ -192,6 +192,7 @@ class FrameBuffer:
     """
 
     def __init__(self, fd, max_frame):
+        self.fd = fd
         self._fd = fd
         self._max_frame = max_frame
         self._data = b""    # bytes taken from fd, handed out up to _pos

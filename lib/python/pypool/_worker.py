@@ -21,10 +21,14 @@ The Worker class does not own the fds: it takes a FrameReader and a send(head, t
 so the unit tests can drive dispatch without a subprocess.
 """
 
+import _thread
+import collections  # these two cost nothing: protobuf has imported them already
 import itertools
 import os
+import select
 import signal
 import sys
+import threading
 import time
 import types
 
@@ -396,6 +400,446 @@ class Worker:
         return data
 
 
+class MuxWorker(Worker):
+    """Serves up to max_inflight calls at once (PYPOOL_MAX_INFLIGHT > 1).
+
+    Design notes (where threads meet):
+    - The main thread reads fd 3 (poll, then read: a SIGKILLed worker takes no request with
+      it), owns every table below, and runs plain handlers and plain generators itself, one at
+      a time in arrival order: a request queued behind another is served right after it, with
+      no thread hand-off. A plain handler that blocks therefore stops the reading (Ping,
+      Cancel, new calls) until it returns; calls already running elsewhere go on.
+    - Async handlers and async generators are tasks on an event loop in its own thread;
+      threaded handlers run on a pool of max_inflight threads. They send their own replies and
+      post their end to the main thread (inbox + a wake-up pipe in its poll).
+    - Replies leave through one lock around fd 4: each frame is written whole.
+    - Calls of one session never overlap: the later ones wait in that session's queue, in
+      arrival order, and start when the one before ends, whatever their kinds.
+    - A HostCall's reply is routed by its id to the waiting thread (a lock released), task (a
+      future settled on its loop), or main-thread handler (which reads frames until it comes).
+    """
+
+    def __init__(self, registry, send, max_frame, max_inflight, kinds):
+        super().__init__(registry, send, max_frame)
+        self._kinds = kinds
+        self._max_inflight = max_inflight
+        self._calls = {}           # request id -> _Call, for every call but an inline plain one
+        self._session_queues = {}  # session id -> deque of its calls waiting (present: one runs)
+        self._ready = collections.deque()  # plain calls waiting for the main thread
+        self._running_plain = None  # Context of the plain call the main thread runs
+        self._inbox = collections.deque()  # (fn, arg) that other threads post to the main one
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._wake_sent = False
+        self._host_waiters = {}    # HostCall id -> _HostWaiter (added by the calling thread)
+        self._main = _thread.get_ident()
+        self._lazy_lock = threading.Lock()  # the event loop and thread pool are made once
+        self._executor = None
+        self._buffer = None
+        self._poll = self._poll_requests = None
+        self._waiting = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame):
+        # As in classic mode: exit at once only while waiting with nothing in flight and no
+        # byte of a request taken; otherwise finish, reply, and exit when idle (_wait).
+        self._term_requested = True
+        if not self._serving or (self._waiting and self._idle()):
+            _boot.exit_now(EXIT_OK)
+
+    def _idle(self):
+        return (not self._calls and self._running_plain is None and not self._ready
+                and self._buffer.pending() == 0)
+
+    def serve(self, buffer):
+        """Serve until EOF, Shutdown or SIGTERM; never returns. buffer: a _frames.FrameBuffer."""
+        self._buffer = buffer
+        self._main = _thread.get_ident()
+        poller = select.poll()
+        poller.register(buffer.fd, select.POLLIN)
+        self._poll_requests = poller.poll
+        poller = select.poll()
+        poller.register(buffer.fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        self._poll = poller.poll
+        if any(k == pypool.ASYNC or k == pypool.ASYNC_GENERATOR for k in self._kinds.values()):
+            self._event_loop()  # now, so that the first async call does not pay for asyncio
+        self._serving = True
+        try:
+            while True:
+                self._step()
+        except _frames.ProtocolError as exc:
+            _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
+        except BaseException:
+            _fatal()
+
+    def _step(self):
+        """One piece of the main thread's work; waits only when there is none."""
+        if self._inbox:
+            self._drain_inbox()
+        body = self._buffer.next_frame()
+        if body is not None:
+            self._on_frame(body)
+        elif self._ready and self._running_plain is None:
+            self._run_ready(self._ready.popleft())
+        else:
+            self._wait()
+
+    def _wait(self):
+        # `waiting` goes up before the last look for a SIGTERM (see WaitingFileIO.readinto).
+        self._waiting = True
+        if self._term_requested and self._idle():
+            _boot.exit_now(EXIT_OK)
+        events = self._poll()
+        self._waiting = False
+        for fd, _ in events:
+            if fd == self._wake_r:
+                self._clear_wake()
+            elif not self._buffer.fill():
+                _boot.exit_now(EXIT_OK)  # EOF: the pool is gone; nobody waits for our replies
+
+    def _pump_until(self, done):
+        """Main-thread work (frames, posts) until done() is true: a main-thread handler that
+        waits (for a host reply, a coroutine) keeps the worker serving meanwhile."""
+        while not done():
+            self._step()
+
+    def _pump_nowait(self):
+        """Main-thread work that needs no waiting: between a plain generator's chunks."""
+        while True:
+            if self._inbox:
+                self._drain_inbox()
+            body = self._buffer.next_frame()
+            if body is not None:
+                self._on_frame(body)
+            elif not self._poll_requests(0):
+                return
+            elif not self._buffer.fill():
+                _boot.exit_now(EXIT_OK)
+
+    # --- posts from other threads ----------------------------------------------------------
+    def _post(self, fn, arg):
+        """Runs fn(arg) on the main thread soon (any thread may call this)."""
+        self._inbox.append((fn, arg))
+        if not self._wake_sent:
+            self._wake_sent = True
+            os.write(self._wake_w, b"!")
+
+    def _clear_wake(self):
+        # The flag drops before the inbox is read (next _step): a post after this writes again.
+        try:
+            os.read(self._wake_r, 512)
+        except BlockingIOError:
+            pass
+        self._wake_sent = False
+
+    def _drain_inbox(self):
+        inbox = self._inbox
+        while inbox:
+            fn, arg = inbox.popleft()
+            fn(arg)
+
+    # --- frames ----------------------------------------------------------------------------
+    def _on_frame(self, body):
+        kind, message = _wire.decode(body)
+        if kind == "request":
+            self._on_request(message)
+        elif kind == "cancel":
+            self._on_cancel(message.id)
+        elif kind == "host_reply":
+            waiter = self._host_waiters.pop(message.id, None)
+            if waiter is not None:  # else its waiter gave up (a cancelled task)
+                waiter.deliver(message)
+        else:
+            self.dispatch(kind, message)
+
+    def _on_request(self, req):
+        request_id = req.id
+        method = req.method
+        fn = self._registry.get(method)
+        if fn is None:
+            self._send_no_such_method(request_id, method)
+            return
+        kind = self._kinds.get(method, pypool.PLAIN)
+        ctx = self._new_context(req)
+        if (kind == pypool.PLAIN and ctx.session_id is None and self._running_plain is None
+                and not self._ready):
+            # The common case, served at once like in classic mode, without a _Call.
+            self._run_plain(fn, request_id, method, req.payload, ctx)
+            return
+        call = ctx._call = _Call(self, ctx, fn, kind, req.payload)
+        self._calls[request_id] = call
+        if ctx.session_id is not None:
+            waiting = self._session_queues.get(ctx.session_id)
+            if waiting is not None:
+                call.state = WAITING
+                waiting.append(call)
+                return
+            self._session_queues[ctx.session_id] = collections.deque()
+        self._start(call)
+
+    def _new_context(self, req):
+        # As in Worker.handle_request (slot by slot); _call is set by the caller if needed.
+        deadline_ms = req.deadline_ms
+        session_id = req.session_id
+        ctx = _new_context(_Context)
+        ctx.request_id = req.id
+        ctx.method = req.method
+        ctx.deadline_ms = deadline_ms
+        ctx._deadline = _monotonic() + deadline_ms / 1000.0 if deadline_ms else None
+        if session_id:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = {}
+            ctx.session = session
+            ctx.session_id = session_id
+        else:
+            ctx.session = ctx.session_id = None
+        return ctx
+
+    def _on_cancel(self, request_id):
+        call = self._calls.get(request_id)
+        if call is None:
+            ctx = self._running_plain  # an inline plain call has no _Call until it needs one
+            if ctx is not None and ctx.request_id == request_id:
+                self.call_of(ctx).cancelled = True
+            return  # else unknown or finished: nothing to do
+        call.cancelled = True
+        if call.state == WAITING:
+            self._session_queues[call.ctx.session_id].remove(call)
+            del self._calls[request_id]
+            self._send_cancelled(request_id)
+        elif call.state == READY and call.kind in _MAIN_THREAD_KINDS:
+            self._ready.remove(call)
+            self._send_cancelled(request_id)
+            self._finish(call)
+        elif call.kind in _LOOP_KINDS:
+            self._loop.call_soon_threadsafe(self._cancel_task, call)
+        # Otherwise the flag does it: ctx.cancelled() turns true for a running handler, a
+        # generator is closed at its next yield, a thread not yet started replies Cancelled.
+
+    # --- running calls ---------------------------------------------------------------------
+    def _start(self, call):
+        call.state = READY
+        kind = call.kind
+        if kind in _MAIN_THREAD_KINDS:
+            self._ready.append(call)
+        elif kind in _LOOP_KINDS:
+            self._event_loop().call_soon_threadsafe(self._start_task, call)
+        else:
+            self._thread_pool().submit(self._run_threaded, call)
+
+    def _finish(self, call):
+        """A call has sent its final Response: forget it, start its session's next call."""
+        call.state = DONE
+        self._calls.pop(call.id, None)
+        session_id = call.ctx.session_id
+        if session_id is not None:
+            waiting = self._session_queues.get(session_id)
+            if waiting:
+                self._start(waiting.popleft())
+            elif waiting is not None:
+                del self._session_queues[session_id]
+
+    def _run_plain(self, fn, request_id, method, payload, ctx):
+        self._running_plain = ctx
+        try:
+            result = fn(payload, ctx)
+        except BaseException as exc:
+            self._running_plain = None
+            self._send_exception(request_id, exc)
+            return
+        if type(result) is bytes and len(result) <= self._small_reply_limit:
+            self._send(_wire.ok_response(request_id, result))
+        else:
+            self._send_result(request_id, method, result, ctx)
+        self._running_plain = None
+
+    def _run_ready(self, call):
+        call.state = RUNNING
+        self._run_plain(call.fn, call.id, call.ctx.method, call.payload, call.ctx)
+        self._finish(call)
+
+    def _run_threaded(self, call):
+        # On a pool thread. Whatever goes wrong here outside the handler ends the worker
+        # loudly: the pool's futures would otherwise keep the exception to themselves.
+        try:
+            if call.cancelled:
+                self._send_cancelled(call.id)
+            else:
+                call.state = RUNNING
+                try:
+                    result = call.fn(call.payload, call.ctx)
+                except BaseException as exc:
+                    self._send_exception(call.id, exc)
+                else:
+                    self._send_result(call.id, call.ctx.method, result, call.ctx)
+            self._post(self._finish, call)
+        except BaseException:
+            _fatal()
+
+    def _start_task(self, call):
+        # On the event loop's thread.
+        try:
+            if call.cancelled:
+                self._send_cancelled(call.id)
+                self._post(self._finish, call)
+                return
+            call.state = RUNNING
+            call.task = self._loop.create_task(self._run_async(call))
+        except BaseException:
+            _fatal()
+
+    def _cancel_task(self, call):
+        if call.task is not None:
+            call.task.cancel()
+
+    async def _run_async(self, call):
+        import asyncio
+        try:
+            try:
+                result = call.fn(call.payload, call.ctx)
+                if type(result) is _AsyncGeneratorType:
+                    await self._stream_async(call, result)
+                    result = _STREAMED
+                elif hasattr(result, "__await__"):
+                    result = await result
+            except asyncio.CancelledError as exc:
+                if call.cancelled:
+                    self._send_cancelled(call.id)
+                else:
+                    self._send_exception(call.id, exc)
+            except BaseException as exc:
+                self._send_exception(call.id, exc)
+            else:
+                if result is not _STREAMED:
+                    self._send_result(call.id, call.ctx.method, result)
+            self._post(self._finish, call)
+        except BaseException:
+            _fatal()
+
+    def _between_chunks(self, call):
+        # A plain generator on the main thread reads what came meanwhile (its Cancel among
+        # it); elsewhere the main thread sets call.cancelled itself.
+        if _thread.get_ident() == self._main:
+            self._pump_nowait()
+
+    def _run_coroutine(self, coro):
+        """A coroutine (or async stream) that a non-async handler returned, run on the loop;
+        the main thread serves on while it waits for it."""
+        import asyncio
+        future = asyncio.run_coroutine_threadsafe(coro, self._event_loop())
+        if _thread.get_ident() != self._main:
+            return future.result()
+        future.add_done_callback(lambda _: self._post(_ignore, None))
+        self._pump_until(future.done)
+        return future.result()
+
+    # --- host calls ------------------------------------------------------------------------
+    def host(self, call, name, payload):
+        host_id = next(self._host_ids)
+        data = self._host_call_frame(host_id, call.id, name, payload)
+        waiter = _HostWaiter()
+        on_main = _thread.get_ident() == self._main
+        if not on_main:
+            waiter.lock = _thread.allocate_lock()
+            waiter.lock.acquire()
+        self._host_waiters[host_id] = waiter
+        self._send(data)
+        if on_main:
+            self._pump_until(waiter.has_reply)
+        else:
+            waiter.lock.acquire()  # released by the main thread with the reply in
+        return _host_result(waiter.reply)
+
+    async def host_async(self, call, name, payload):
+        import asyncio
+        host_id = next(self._host_ids)
+        data = self._host_call_frame(host_id, call.id, name, payload)
+        waiter = _HostWaiter()
+        waiter.loop = asyncio.get_running_loop()
+        waiter.future = waiter.loop.create_future()
+        self._host_waiters[host_id] = waiter
+        try:
+            self._send(data)
+            reply = await waiter.future
+        finally:
+            self._host_waiters.pop(host_id, None)
+        return _host_result(reply)
+
+    # --- what runs the calls, made when first needed ---------------------------------------
+    def _event_loop(self):
+        with self._lazy_lock:
+            if self._loop is None:
+                import asyncio
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=_run_loop, args=(loop,), name="pypool-loop",
+                                 daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def _thread_pool(self):
+        with self._lazy_lock:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._executor = ThreadPoolExecutor(self._max_inflight,
+                                                    thread_name_prefix="pypool-handler")
+            return self._executor
+
+
+class _HostWaiter:
+    """Where the reply of one HostCall goes: a blocked thread's lock, or a task's future."""
+
+    __slots__ = ("reply", "lock", "loop", "future")
+
+    def __init__(self):
+        self.reply = None
+        self.lock = None
+        self.loop = None
+        self.future = None
+
+    def has_reply(self):
+        return self.reply is not None
+
+    def deliver(self, reply):
+        # On the main thread.
+        self.reply = reply
+        if self.lock is not None:
+            self.lock.release()
+        elif self.future is not None:
+            self.loop.call_soon_threadsafe(_settle, self.future, reply)
+
+
+def _settle(future, reply):
+    if not future.done():  # else the task waiting for it was cancelled
+        future.set_result(reply)
+
+
+def _ignore(_):
+    pass
+
+
+def _run_loop(loop):
+    import asyncio
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+    except BaseException:
+        _fatal()
+
+
+def _fatal():
+    """A failure of the runtime itself, on any thread: exit 3 with the traceback, never
+    silently (the pool then restarts the worker)."""
+    import traceback
+    _boot.fail(_boot.EXIT_PROTOCOL, "internal error:\n" + traceback.format_exc())
+
+
+_MAIN_THREAD_KINDS = (pypool.PLAIN, pypool.GENERATOR)
+_LOOP_KINDS = (pypool.ASYNC, pypool.ASYNC_GENERATOR)
+_STREAMED = object()  # _run_async: the stream sent its own final Response
+
+
 class _Call:
     """The runtime's state of one call beyond its Context: whether the caller cancelled it,
     and (with several calls at once) where it is and what runs it. ctx.host() goes through it.
@@ -510,7 +954,13 @@ def run(module_name):
     _boot.setup_stdio()
     _boot.protect_channel_fds()
     max_frame = _boot.max_frame_bytes()
-    worker = Worker(pypool._registry, _frames.fd_sender(_boot.RESPONSE_FD), max_frame)
+    max_inflight = _boot.max_inflight()
+    if max_inflight > 1:
+        worker = MuxWorker(pypool._registry,
+                           _frames.fd_sender(_boot.RESPONSE_FD, _thread.allocate_lock()),
+                           max_frame, max_inflight, pypool._kinds)
+    else:
+        worker = Worker(pypool._registry, _frames.fd_sender(_boot.RESPONSE_FD), max_frame)
     worker.install_sigterm()
     _boot.import_user_module(module_name)
     if not pypool._registry:
@@ -521,7 +971,10 @@ def run(module_name):
                    % module_name)
     try:
         worker._send(_wire.hello_frame(os.getpid(), sys.version, pypool._handler_names()))
-        worker.serve(_frames.FrameReader(_boot.REQUEST_FD, max_frame))
+        if max_inflight > 1:
+            worker.serve(_frames.FrameBuffer(_boot.REQUEST_FD, max_frame))
+        else:
+            worker.serve(_frames.FrameReader(_boot.REQUEST_FD, max_frame))
     except _frames.ProtocolError as exc:
         _boot.fail(_boot.EXIT_PROTOCOL, str(exc))
     except BrokenPipeError:
