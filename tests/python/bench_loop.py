@@ -85,7 +85,7 @@ def _high_dup(fd):
 class Contender:
     """One worker process on pipes; call() sends one pre-encoded frame and waits for its reply."""
 
-    def __init__(self, name, argv, pythonpath, expect_hello):
+    def __init__(self, name, argv, pythonpath, expect_hello, extra_env=None):
         self.name = name
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
@@ -97,7 +97,7 @@ class Contender:
         child_req, child_resp = _high_dup(req_r), _high_dup(resp_w)
         # No PYPOOL_PROTOCOL_VERSION: runtimes of different protocol versions are compared.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath),
-                   PYPOOL_PARENT_PID=str(os.getpid()))
+                   PYPOOL_PARENT_PID=str(os.getpid()), **(extra_env or {}))
 
         def arrange_fds():
             os.dup2(child_req, 3)
