@@ -48,6 +48,9 @@ static pypool *pool_start(const httpd_options *o, kv_store *kv)
     cfg.python_path = o->python_path;
     cfg.python = o->python;
     cfg.call_timeout_ms = o->timeout_ms;
+    /* Every call and stream ends by its deadline: holding a worker that long is no leak. */
+    if (cfg.leak_warn_ms > 0 && cfg.leak_warn_ms <= o->timeout_ms)
+        cfg.leak_warn_ms = o->timeout_ms + 1000;
     cfg.max_waiters = o->max_waiters;
     cfg.host_fn = host_call; /* handlers' ctx.host("kv_get"/"kv_set") */
     cfg.host_ud = kv;
