@@ -69,10 +69,14 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
         l->presented = false;
         return 0;
     }
-    if (new_id) {
-        pypool__lock(&p->mu);
+    pypool__lock(&p->mu);
+    if (new_id)
         pypool__lane_new_id_locked(s, lane);
-        pypool__unlock(&p->mu);
+    bool gone = l->err != 0 || s->reaped; /* a lane held between calls outlived its worker */
+    pypool__unlock(&p->mu);
+    if (gone) {
+        *reason = PYPOOL__BREAK_CRASH;
+        return PYPOOL__ENOTSENT;
     }
     pypool__request_hdr h = {.id = l->id, /* the owner's to read: only it renews it */
                              .method = method,

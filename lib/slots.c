@@ -265,8 +265,7 @@ uint64_t pypool__lane_new_id_locked(pypool__slot *s, unsigned lane)
 {
     pypool__lane *l = &s->lanes[lane];
     l->id = (++s->lane_seq << PYPOOL__LANE_BITS) | lane;
-    l->final = false;
-    l->err = 0;
+    l->final = false; /* err stays: a lane whose worker died is of no use for a new request */
     return l->id;
 }
 
