@@ -18,12 +18,14 @@ class RegistryIsolation(unittest.TestCase):
     """Each test gets an empty registry; the real one is restored afterwards."""
 
     def setUp(self):
-        self._saved = dict(pypool._registry)
+        self._saved = dict(pypool._registry), dict(pypool._kinds)
         pypool._registry.clear()
+        pypool._kinds.clear()
 
     def tearDown(self):
-        pypool._registry.clear()
-        pypool._registry.update(self._saved)
+        for table, saved in zip((pypool._registry, pypool._kinds), self._saved):
+            table.clear()
+            table.update(saved)
 
 
 class TestRegistration(RegistryIsolation):
@@ -132,6 +134,81 @@ class TestRegistration(RegistryIsolation):
             self.assertEqual(out.stdout.strip(), "True", setup or "via _ctypes")
 
 
+class TestKinds(RegistryIsolation):
+    def test_kinds_decided_at_registration(self):
+        import functools
+
+        @pypool.handler
+        def plain(payload, ctx):
+            return b""
+
+        @pypool.handler(threaded=True)
+        def threaded(payload, ctx):
+            return b""
+
+        @pypool.handler("t2", threaded=True)
+        def threaded_named(payload, ctx):
+            return b""
+
+        @pypool.handler
+        async def coro(payload, ctx):
+            return b""
+
+        @pypool.handler
+        def gen(payload, ctx):
+            yield b""
+
+        @pypool.handler
+        async def agen(payload, ctx):
+            yield b""
+
+        pypool.handler("partial_gen")(functools.partial(gen))
+
+        class Service:
+            async def method(self, payload, ctx):
+                return b""
+
+        pypool.handler("bound")(Service().method)
+        self.assertEqual(pypool._kinds, {
+            "plain": pypool.PLAIN, "threaded": pypool.THREADED, "t2": pypool.THREADED,
+            "coro": pypool.ASYNC, "gen": pypool.GENERATOR, "agen": pypool.ASYNC_GENERATOR,
+            "partial_gen": pypool.GENERATOR, "bound": pypool.ASYNC})
+        self.assertIs(pypool._registry["coro"], coro)  # returned and registered unchanged
+
+    def test_threaded_async_is_refused(self):
+        with self.assertRaises(TypeError):
+            @pypool.handler(threaded=True)
+            async def nope(payload, ctx):
+                return b""
+        self.assertNotIn("nope", pypool._registry)
+
+
+class TestHostErrorAndLocalHost(unittest.TestCase):
+    def test_host_error(self):
+        err = pypool.HostError(7, "failed on purpose")
+        self.assertEqual((err.code, err.message), (7, "failed on purpose"))
+        self.assertIn("failed on purpose", str(err))
+        self.assertIn("7", str(err))
+
+    def test_context_with_a_host_function(self):
+        import asyncio
+        calls = []
+        ctx = pypool.Context(host=lambda name, payload: calls.append((name, payload)) or b"r")
+        self.assertEqual(ctx.host("n", "p\u00e9"), b"r")
+        self.assertEqual(asyncio.run(ctx.host_async("m", memoryview(b"q"))), b"r")
+        self.assertEqual(calls, [("n", "p\u00e9".encode()), ("m", b"q")])
+        self.assertFalse(ctx.cancelled())
+
+    def test_context_without_a_host(self):
+        saved, pypool._runtime = pypool._runtime, None
+        try:
+            with self.assertRaises(pypool.HostError) as cm:
+                pypool.Context().host("x", b"")
+            self.assertEqual(cm.exception.code, -1)
+        finally:
+            pypool._runtime = saved
+
+
 class TestContext(unittest.TestCase):
     def test_no_deadline(self):
         ctx = pypool.Context(7, "m", 0, None, None)
@@ -214,6 +291,20 @@ class TestWire(unittest.TestCase):
             for garbage in (b"hello-not-protobuf", b"\x12\x05\x08\x01", b"\xff"):
                 with self.assertRaises(_frames.ProtocolError, msg=garbage):
                     _wire.decode(garbage)
+
+    def test_protocol_2_frames_match_pb2(self):
+        for req_id in (1, 300, 2**64 - 1):
+            for size in (0, 5, 70000):
+                payload = os.urandom(size)
+                head, body_size = _wire.chunk_frame(req_id, payload)
+                self.assertEqual(len(head) + size, 4 + body_size)
+                resp = pb.Envelope.FromString(head[4:] + payload).response
+                self.assertEqual((resp.id, resp.payload, resp.more, resp.stream_end),
+                                 (req_id, payload, True, False))
+        resp = pb.Envelope.FromString(_wire.stream_end_frame(9)[4:]).response
+        self.assertEqual((resp.id, resp.more, resp.stream_end, resp.payload), (9, False, True, b""))
+        call = pb.Envelope.FromString(_wire.host_call_frame(3, 4, "n", b"p")[4:]).host_call
+        self.assertEqual((call.id, call.call_id, call.name, call.payload), (3, 4, "n", b"p"))
 
     def test_error_text_with_surrogates(self):
         data = _wire.error_frame(1, "E", "bad \udcff byte", "tb")

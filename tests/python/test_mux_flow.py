@@ -157,6 +157,24 @@ class TestCancel(classic.FlowTestCase):
         self.assertEqual(worker.call("pid", req_id=6).payload, str(pid).encode())
         self.assertEqual(worker.call("aecho", b"next", req_id=7).payload, b"next")
 
+    def test_cancel_right_after_the_request(self):
+        # Cancel in the same read as its Request, for every kind: whether the call started or
+        # not, exactly one final Response comes, and the worker serves on.
+        worker = self.started()
+        methods = ["asleep", "tsleep", "echo", "gen_endless", "agen_endless", "acount"]
+        data = b""
+        for i, method in enumerate(methods, start=1):
+            payload = b"0.01" if method == "tsleep" else b"5"  # a started thread runs on
+            data += harness.frame(request(i, method, payload, session_id="c" if i == 6 else ""))
+            data += harness.frame(cancel(i))
+        worker.send_raw(data)
+        got = worker.collect(range(1, len(methods) + 1))
+        for i, method in enumerate(methods, start=1):
+            final = got[i][1]
+            if final.HasField("error"):
+                self.assertEqual(final.error.type, classic.CANCELLED, method)
+        self.assertEqual(worker.call("echo", b"after", req_id=99).payload, b"after")
+
     def test_cancel_threaded_handler_sees_cancelled(self):
         worker = self.started()
         started, _ = self.gate_paths()

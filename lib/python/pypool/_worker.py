@@ -687,8 +687,19 @@ class MuxWorker(Worker):
                 return
             call.state = RUNNING
             call.task = self._loop.create_task(self._run_async(call))
+            call.task.add_done_callback(lambda task: self._task_done(task, call))
         except BaseException:
             _fatal()
+
+    def _task_done(self, task, call):
+        # _run_async answers for itself, except for a task cancelled before its first step:
+        # the coroutine then never ran, and its call still needs its final Response.
+        if task.cancelled():
+            try:
+                self._send_cancelled(call.id)
+                self._post(self._finish, call)
+            except BaseException:
+                _fatal()
 
     def _cancel_task(self, call):
         if call.task is not None:
