@@ -297,7 +297,9 @@ typedef struct pypool_stats {
     pypool_histogram wait_us; /* call start -> a worker in hand (calls and checkouts) */
     pypool_histogram call_us; /* request sent -> reply read (calls that got a reply) */
     unsigned inflight;        /* calls in flight now */
-    uint64_t cancels;         /* calls cancelled without killing their worker */
+    uint64_t cancels;         /* calls and streams given up with a Cancel to their worker
+                                 (deadline with max_inflight > 1, stream closed early); one that
+                                 ignores it past cancel_grace_ms also counts in call_timeouts */
 } pypool_stats;
 
 /* Fills the first `struct_size` bytes of *out; use the macro below. */

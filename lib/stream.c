@@ -198,6 +198,7 @@ static void cancel_direct(pypool_stream *st)
     pypool__slot *s = st->a.s;
     int64_t grace = pypool__deadline_after_ms(p->cfg.cancel_grace_ms);
     pypool__lock(&p->mu);
+    p->counters.cancels++;
     if (s->deadline_ns <= 0 || grace < s->deadline_ns)
         pypool__watch_deadline_locked(p, s, grace);
     pypool__unlock(&p->mu);
@@ -206,11 +207,7 @@ static void cancel_direct(pypool_stream *st)
     int rc = pypool__slot_cancel(s, st->x.id, grace);
     if (rc == 0)
         rc = pypool__xchg_drain(&st->x);
-    if (rc == 0) { /* cancelled, and the worker serves on: what stats.cancels counts */
-        pypool__lock(&p->mu);
-        p->counters.cancels++;
-        pypool__unlock(&p->mu);
-    } else {
+    if (rc != 0) {
         pypool_result ignored = {0};
         pypool__slot_failed(p, s, rc, st->method, &ignored, &reason);
         pypool_result_free(&ignored);
