@@ -185,18 +185,19 @@ int pypool__lane_failed(pypool *p, pypool__slot *s, unsigned lane, int rc, const
 {
     *orphaned = false;
     switch (rc) {
-    case PYPOOL_ETIMEDOUT:
+    case PYPOOL_ETIMEDOUT: {
+        int pid = s->child.pid; /* stable while we hold the lane; not once it is given up */
         *orphaned = pypool__lane_give_up(p, s, lane);
         if (!*orphaned)
             return rc; /* the reply came in at the last moment: the caller takes it */
         pypool__lock(&p->mu);
         p->counters.timeouts++;
         pypool__unlock(&p->mu);
-        pypool__log(p, PYPOOL_LOG_INFO, s->child.pid, "call to '%s' passed its deadline: cancelled",
-                    method);
+        pypool__log(p, PYPOOL_LOG_INFO, pid, "call to '%s' passed its deadline: cancelled", method);
         return pypool__result_fail(
             out, rc, "call to '%s' passed its deadline; cancelled (worker pid %d serves on)",
-            method, s->child.pid);
+            method, pid);
+    }
     case PYPOOL_EWORKER:
         return worker_gone(p, s, lane, method, out, reason);
     case PYPOOL_ENOMEM:
