@@ -43,6 +43,11 @@ int pypool__encode_ping(pypool__wbuf *b, uint64_t id);
 int pypool__encode_shutdown(pypool__wbuf *b);
 int pypool__encode_session_close(pypool__wbuf *b, const char *session_id);
 int pypool__encode_cancel(pypool__wbuf *b, uint64_t id);
+/* HostError codes the library itself gives (host functions return their own, non-zero). */
+#define PYPOOL__HOST_ERR_NO_FN    (-1) /* the pool has no host_fn */
+#define PYPOOL__HOST_ERR_TOO_BIG  (-2) /* host_fn's reply does not fit in a frame */
+#define PYPOOL__HOST_ERR_CANCELED (-3) /* the call was cancelled; its host calls are refused */
+
 /* A HostReply: payload on success (error 0), else error and message. PYPOOL_EINVAL if the
  * frame would exceed max_frame. */
 int pypool__encode_host_reply(pypool__wbuf *b, uint64_t id, uint64_t call_id, const void *payload,

@@ -7,8 +7,9 @@
  * - One reader per pipe, whatever the number of calls in flight: frames never interleave, and
  *   the reaper's poll already watches the pipe for Hello and Pong.
  * - Frames for a lane whose caller gave up are dropped there; the final one frees the lane. A
- *   host call of such a lane is refused at once, so its handler does not wait for the grace
- *   kill. Frames with ids no lane holds are logged and dropped.
+ *   host call of such a lane is answered with an error (owed until the request pipe is free),
+ *   so its handler does not wait for the grace kill. Frames with ids no lane holds are logged and
+ * dropped.
  * - A lane's queue over its window pauses reading (lanes.c): the worker's writes then block, so
  *   a slow stream consumer holds back that worker rather than growing memory.
  */
@@ -18,26 +19,6 @@
 #include "lanes.h"
 #include "supervise.h"
 #include "sync.h"
-
-/* HostError code for a host call whose call was cancelled (exchange.c has the others). */
-#define HOST_ERR_CANCELED (-3)
-
-/* A host call of an orphaned lane: answered with an error if the pipe takes it right now (the
- * reaper never waits for a worker's pipe); otherwise the grace kill ends the handler. */
-static void refuse_host_call(pypool *p, pypool__slot *s, const Pypool__HostCall *call)
-{
-    pypool__wbuf b = {0};
-    if (pypool__encode_host_reply(&b, call->id, call->call_id, NULL, 0, HOST_ERR_CANCELED,
-                                  "the call was cancelled", p->cfg.max_frame_bytes) == 0 &&
-        pthread_mutex_trylock(&s->wmu) == 0) {
-        struct iovec iov = {b.data, b.len};
-        size_t written = 0;
-        (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, &written);
-        s->req_bytes += written;
-        pypool__unlock(&s->wmu);
-    }
-    pypool__wbuf_free(&b);
-}
 
 /* A host call for a lane that is gone or orphaned. */
 static bool orphan_host_call_locked(pypool *p, pypool__slot *s, uint64_t call_id)
@@ -66,7 +47,6 @@ void pypool__demux_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, con
                          unsigned n)
 {
     /* One lock for the batch; what needs I/O or a log line waits until it is released. */
-    Pypool__Envelope *refused[PYPOOL__DEMUX_BATCH];
     Pypool__Envelope *dropped[PYPOOL__DEMUX_BATCH];
     unsigned nrefused = 0, ndropped = 0;
     pypool__lock(&p->mu);
@@ -75,16 +55,16 @@ void pypool__demux_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, con
         bool final;
         uint64_t id = frame_call_id(env[i], &final);
         if (env[i]->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL &&
-            orphan_host_call_locked(p, s, id))
-            refused[nrefused++] = env[i];
-        else if (id == 0 || !pypool__lane_deliver_locked(p, s, id, env[i], len[i], final))
+            orphan_host_call_locked(p, s, id)) {
+            pypool__owe_refusal_locked(p, s, env[i]->host_call->id, id);
+            pypool__envelope_free(env[i]);
+            nrefused++;
+        } else if (id == 0 || !pypool__lane_deliver_locked(p, s, id, env[i], len[i], final))
             dropped[ndropped++] = env[i];
     }
     pypool__unlock(&p->mu);
-    for (unsigned i = 0; i < nrefused; i++) {
-        refuse_host_call(p, s, refused[i]->host_call);
-        pypool__envelope_free(refused[i]);
-    }
+    if (nrefused)
+        pypool__lanes_send_cancels(p, s); /* now if the pipe is free, else its next writer */
     for (unsigned i = 0; i < ndropped; i++) {
         bool final;
         uint64_t id = frame_call_id(dropped[i], &final);

@@ -17,11 +17,6 @@
 #include "codec.h"
 #include "error.h"
 
-/* HostError codes the library itself gives (host functions return their own, non-zero). */
-#define HOST_ERR_NO_FN    (-1) /* the pool has no host_fn */
-#define HOST_ERR_TOO_BIG  (-2) /* host_fn's reply does not fit in a frame */
-#define HOST_ERR_CANCELED (-3) /* the call was cancelled; its host calls are refused */
-
 /* Takes a decoded string field; empty ones stay (protobuf-c may point them at a static ""). */
 static char *take_string(char **field)
 {
@@ -57,9 +52,9 @@ static int send_host_reply(pypool__xchg *x, const Pypool__HostCall *call, const 
     int rc = pypool__encode_host_reply(&b, call->id, call->call_id, data, len, code, msg,
                                        x->p->cfg.max_frame_bytes);
     if (rc == PYPOOL_EINVAL)
-        rc = pypool__encode_host_reply(&b, call->id, call->call_id, NULL, 0, HOST_ERR_TOO_BIG,
-                                       "the host's reply exceeds max_frame_bytes",
-                                       x->p->cfg.max_frame_bytes);
+        rc = pypool__encode_host_reply(
+            &b, call->id, call->call_id, NULL, 0, PYPOOL__HOST_ERR_TOO_BIG,
+            "the host's reply exceeds max_frame_bytes", x->p->cfg.max_frame_bytes);
     if (rc == 0)
         rc = x->send(x, b.data, b.len);
     pypool__wbuf_free(&b);
@@ -70,7 +65,7 @@ int pypool__xchg_host_call(pypool__xchg *x, const Pypool__HostCall *call)
 {
     pypool_host_fn fn = x->p->cfg.host_fn;
     if (!fn)
-        return send_host_reply(x, call, NULL, 0, HOST_ERR_NO_FN,
+        return send_host_reply(x, call, NULL, 0, PYPOOL__HOST_ERR_NO_FN,
                                "this pool has no host function (pypool_config.host_fn)");
     void *reply = NULL;
     size_t reply_len = 0;
@@ -220,7 +215,7 @@ int pypool__xchg_drain(pypool__xchg *x)
         if (rc < 0)
             return rc;
         if (env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL) {
-            rc = send_host_reply(x, env->host_call, NULL, 0, HOST_ERR_CANCELED,
+            rc = send_host_reply(x, env->host_call, NULL, 0, PYPOOL__HOST_ERR_CANCELED,
                                  "the call was cancelled");
             pypool__envelope_free(env);
             if (rc < 0)

@@ -35,13 +35,32 @@ bool pypool__lanes_init(pypool *p)
             continue;
         s->lanes = calloc(n, sizeof *s->lanes);
         s->free_lanes = calloc(n, sizeof *s->free_lanes);
-        if (!s->lanes || !s->free_lanes)
+        s->refusals = calloc(2 * (size_t)n, sizeof *s->refusals);
+        if (!s->lanes || !s->free_lanes || !s->refusals)
             return false;
         for (unsigned k = 0; k < n; k++)
             s->free_lanes[k] = n - 1 - k; /* lane 0 on top */
         s->nfree = n;
     }
     return true;
+}
+
+void pypool__owe_refusal_locked(pypool *p, pypool__slot *s, uint64_t id, uint64_t call_id)
+{
+    pypool__assert_locked(p);
+    if (s->nrefusals < 2 * p->cfg.max_inflight) { /* beyond: the grace kill ends the handler */
+        s->refusals[s->nrefusals][0] = id;
+        s->refusals[s->nrefusals][1] = call_id;
+        s->nrefusals++;
+    }
+}
+
+/* Frames of an orphaned lane's queue: host calls are owed their refusal, the rest dropped. */
+static void drop_queue_owing_locked(pypool *p, pypool__slot *s, pypool__lane *l)
+{
+    for (pypool__rx *rx = l->head; rx; rx = rx->next)
+        if (rx->env->msg_case == PYPOOL__ENVELOPE__MSG_HOST_CALL)
+            pypool__owe_refusal_locked(p, s, rx->env->host_call->id, rx->env->host_call->call_id);
 }
 
 static void drop_queue(pypool__lane *l)
@@ -70,6 +89,8 @@ void pypool__lanes_free(pypool *p)
             drop_queue(&s->lanes[k]);
         free(s->lanes);
         free(s->free_lanes);
+        free(s->refusals);
+        s->refusals = NULL;
         s->lanes = NULL;
         s->free_lanes = NULL;
     }
@@ -186,6 +207,7 @@ bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane)
     p->counters.calls += l->served;
     p->counters.remote_errors += l->remote;
     l->served = l->remote = 0;
+    drop_queue_owing_locked(p, s, l);
     drop_queue(l); /* chunks nobody will read; the final reply frees the lane */
     if (s->rx_paused) {
         s->rx_paused = false; /* the queue that held the pipe back may have been this one */
@@ -296,8 +318,38 @@ int64_t pypool__lanes_grace_locked(const pypool *p, const pypool__slot *s)
 
 /* Writes one Cancel per orphan still owed one; wmu held. A Cancel is a few bytes, less than
  * PIPE_BUF, so a write either takes it whole or takes nothing (then it stays owed). */
+/* Writes the owed HostReply refusals; wmu held. Each is well under PIPE_BUF: whole or not at
+ * all. */
+static void send_refusals_wlocked(pypool *p, pypool__slot *s)
+{
+    for (;;) {
+        uint64_t id = 0, call_id = 0;
+        pypool__lock(&p->mu);
+        if (s->nrefusals > 0 && s->child.req_fd >= 0) {
+            id = s->refusals[0][0];
+            call_id = s->refusals[0][1];
+        }
+        pypool__unlock(&p->mu);
+        if (id == 0 || pypool__encode_host_reply(&s->lane_wbuf, id, call_id, NULL, 0,
+                                                 PYPOOL__HOST_ERR_CANCELED,
+                                                 "the call was cancelled", 1u << 20) != 0)
+            return;
+        struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
+        size_t written = 0;
+        (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, &written);
+        s->req_bytes += written;
+        if (written != iov.iov_len)
+            return; /* full: the next writer, or the reaper's next round, takes over */
+        pypool__lock(&p->mu);
+        memmove(&s->refusals[0], &s->refusals[1], (s->nrefusals - 1) * sizeof s->refusals[0]);
+        s->nrefusals--;
+        pypool__unlock(&p->mu);
+    }
+}
+
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s)
 {
+    send_refusals_wlocked(p, s);
     for (;;) {
         uint64_t id = 0;
         unsigned lane = 0;

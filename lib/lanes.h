@@ -45,8 +45,13 @@ Pypool__Envelope *pypool__lane_pop_locked(pypool *p, pypool__slot *s, unsigned l
 /* The earliest grace deadline of the slot's orphans (0: none). */
 int64_t pypool__lanes_grace_locked(const pypool *p, const pypool__slot *s);
 
-/* Sends Cancel for orphans that have none out yet, if the request pipe is free right now
- * (never waits for it: a writer holding it sends them when it is done). Takes mu itself. */
+/* A host call of a lane that is gone or orphaned: its handler still waits for a HostReply, which
+ * the next writer (or the reaper) sends. */
+void pypool__owe_refusal_locked(pypool *p, pypool__slot *s, uint64_t id, uint64_t call_id);
+
+/* Sends Cancel (and owed host-call refusals) for orphans that have none out yet, if the request
+ * pipe is free right now (never waits for it: a writer holding it sends them when it is done).
+ * Takes mu itself. */
 void pypool__lanes_send_cancels(pypool *p, pypool__slot *s);
 /* Same, for a thread that already holds s->wmu (a writer, right before letting go of it). */
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s);

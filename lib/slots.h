@@ -168,6 +168,10 @@ typedef struct pypool__slot {
     int drain_reason;        /* enum pypool__break_reason to break with then */
     bool rx_paused;          /* a lane's queue is over the window: the reaper stops reading */
     unsigned cancels_unsent; /* orphans whose Cancel could not be written yet */
+    /* HostCalls of orphaned lanes still owed an error HostReply (the handler waits for one):
+     * (id, call_id) pairs, room for 2 * max_inflight allocated with the lanes. */
+    uint64_t (*refusals)[2];
+    unsigned nrefusals;
     /* The request pipe's writers (callers, Cancel, HostReply) take wmu; never while holding mu
      * (mu may be taken under wmu). req_bytes [wmu]: every byte ever written to this worker's
      * request pipe, so req_bytes - FIONREAD is what the worker took. */

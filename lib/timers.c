@@ -86,7 +86,7 @@ static int64_t call_deadline_locked(pypool__slot *s, int64_t now)
  * worker killed (its exit fails the others, or retries those it never read). */
 static int64_t grace_deadline_locked(pypool *p, pypool__slot *s, int64_t now, timer_events *ev)
 {
-    if (s->cancels_unsent > 0)
+    if (s->cancels_unsent > 0 || s->nrefusals > 0)
         ev->cancel[ev->ncancel++] = s->index;
     int64_t at = pypool__lanes_grace_locked(p, s);
     if (at == 0)

@@ -100,6 +100,36 @@ def twait_cancel(payload, ctx):
     return b"cancelled"
 
 
+@pypool.handler(threaded=True)
+def host_after_cancel(payload, ctx):
+    """Threaded: waits until its call is cancelled, then calls the host (b"upper"). Notes the
+    outcome under payload's key: b"HostError:<code>" or b"ok:..." (the pool must answer a
+    host call of a cancelled call, or this thread would wait for ever)."""
+    key = payload.decode()
+    end = time.monotonic() + _NEVER
+    while not ctx.cancelled():
+        if time.monotonic() > end:
+            return b"never cancelled"
+        time.sleep(0.002)
+    outcome = _host_outcome(lambda: ctx.host("upper", b"late"))
+    with _cancelled_lock:
+        _cancelled.add(key + "=" + outcome.decode())
+    return outcome
+
+
+@pypool.handler
+def gen_then_host(payload, ctx):
+    """Generator: yields b"one", says so on stdout, then calls the host (b"upper") and notes
+    the outcome under payload's key like host_after_cancel."""
+    key = payload.decode()
+    yield b"one"
+    print("gen_then_host %s: calling the host" % key, flush=True)
+    outcome = _host_outcome(lambda: ctx.host("upper", b"late"))
+    with _cancelled_lock:
+        _cancelled.add(key + "=" + outcome.decode())
+    yield outcome
+
+
 @pypool.handler
 def was_cancelled(payload, ctx):
     """b"yes" if a call noted payload's key as cancelled, else b"no"."""

@@ -270,3 +270,86 @@ Test(pool_hostcalls, threaded_host_calls_are_routed_to_their_callers)
 {
     routed("host_rv_threaded", 16);
 }
+
+/* --- a host call of a cancelled call ------------------------------------------------------- */
+
+static bool pred_no_inflight(void *arg)
+{
+    return pt_stats((pypool *)arg).inflight == 0;
+}
+
+/*
+ * A multiplexed call times out, and only then does its (threaded) handler call the host: the
+ * pool must answer that HostCall with an error (its caller is gone), or the handler waits for
+ * ever and only the grace kill (60 s here) frees the lane. Before the fix the HostCall was
+ * dropped with the orphaned lane's queue and the lane stayed in flight.
+ */
+Test(pool_hostcalls, a_host_call_of_a_cancelled_call_is_refused_not_left_waiting)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "mux_mod", 1);
+    cfg.max_inflight = 4;
+    cfg.cancel_grace_ms = 60000;
+    cfg.host_fn = host_fn;
+    cfg.host_ud = &host_calls;
+    pypool *p = pt_create(&cfg);
+    caller_begin("caller");
+    long calls_before = atomic_load(&host_calls);
+    pypool_result r;
+    int rc = pypool_call(p, "host_after_cancel", "k1", 2, 200, &r);
+    PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "the call that is cancelled");
+    int pid = r.worker_pid;
+    pypool_result_free(&r);
+    cr_assert(tu_wait_until(pred_no_inflight, p, NEVER_MS),
+              "the cancelled call's host call was never answered: its lane is still in flight");
+    rc = pt_call_str(p, "was_cancelled", "k1=HostError:-3", NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "yes", "the handler got HostError(-3) for its late host call");
+    cr_assert_eq(r.worker_pid, pid, "the worker was replaced");
+    pypool_result_free(&r);
+    cr_assert_eq(atomic_load(&host_calls), calls_before, "host_fn ran for a cancelled call");
+    cr_assert_eq(pt_stats(p).restarts, 0);
+    pt_destroy(p);
+}
+
+static bool pred_host_call_announced(void *arg)
+{
+    (void)arg;
+    return tu_log_contains("gen_then_host k2: calling the host");
+}
+
+/*
+ * The same for a stream closed while its handler's host call is on its way or already queued
+ * on the stream's lane (never read by the consumer): closing must answer it. Before the fix a
+ * queued HostCall was dropped with the lane's queue and the handler waited until the grace
+ * kill.
+ */
+Test(pool_hostcalls, closing_a_stream_answers_its_pending_host_call)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "mux_mod", 1);
+    cfg.max_inflight = 4;
+    cfg.cancel_grace_ms = 60000;
+    cfg.host_fn = host_fn;
+    cfg.host_ud = &host_calls;
+    pypool *p = pt_create(&cfg);
+    caller_begin("caller");
+    long calls_before = atomic_load(&host_calls);
+    pypool_stream *st;
+    int rc = pypool_stream_open(p, NULL, "gen_then_host", "k2", 2, NEVER_MS, &st);
+    cr_assert_eq(rc, PYPOOL_OK, "open: %s", pypool_last_error());
+    pypool_result r;
+    rc = pypool_stream_next(st, NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "one", "first chunk");
+    int pid = r.worker_pid;
+    pypool_result_free(&r);
+    cr_assert(tu_wait_until(pred_host_call_announced, NULL, NEVER_MS));
+    pypool_stream_close(st);
+    cr_assert(tu_wait_until(pred_no_inflight, p, NEVER_MS),
+              "the closed stream's host call was never answered: its lane is still in flight");
+    rc = pt_call_str(p, "was_cancelled", "k2=HostError:-3", NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "yes", "the handler got HostError(-3) for its host call");
+    cr_assert_eq(r.worker_pid, pid, "the worker was replaced");
+    pypool_result_free(&r);
+    cr_assert_eq(atomic_load(&host_calls), calls_before, "host_fn ran for a closed stream");
+    pt_destroy(p);
+}
