@@ -226,7 +226,7 @@ int pypool__slot_call(pypool *p, pypool__slot *s, const char *session_id, const 
     *reason = PYPOOL__BREAK_NONE;
     out->worker_pid = s->child.pid;
     /* One clock read: the end of the wait, the deadline sent along and call_us's start. */
-    int64_t sent_at = pypool__now_ns();
+    int64_t sent_at = s->presented_id ? s->presented_ns : pypool__now_ns();
     if (*wait_start) {
         pypool__latency_wait(p, s->index, *wait_start, sent_at);
         *wait_start = 0;
@@ -350,4 +350,5 @@ void pypool__slot_present(pypool *p, pypool__slot *s, const pypool__prereq *pre)
     s->next_id = h.id;
     s->presented_id = h.id;
     s->presented_bytes = written;
+    s->presented_ns = pypool__now_ns();
 }

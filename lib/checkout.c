@@ -124,17 +124,25 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
     pypool__unlock(&p->mu);
     if (!pypool__wake_wait_until(&w.decided, deadline_ns)) {
         pypool__lock(&p->mu);
-        /* A release may have just won the race: it decided, or claimed us and is writing our
-         * request (it posts right after, so that wait is short and bounded). */
-        bool decided = atomic_load(&w.decided) != 0 || w.claimed;
+        /* A release may have just won the race: it decided; or claimed us and is writing our
+         * request (it posts right after, so that wait is short and bounded); or wrote it and
+         * left us to sleep until the reply, which we stop waiting for now (the call's own
+         * deadline check follows at once). */
+        bool decided = atomic_load(&w.decided) != 0 || w.claimed != PYPOOL__CLAIM_NONE;
+        bool posting = atomic_load(&w.decided) == 0 && w.claimed == PYPOOL__CLAIM_POSTING;
         if (!decided) {
             pypool__waiter_unlink_locked(p, &w);
             p->counters.timeouts++;
+        } else if (posting) {
+            w.gave_up = true;
+        } else if (atomic_load(&w.decided) == 0) {
+            p->slots[w.granted].lanes[w.lane].wake_word = NULL; /* CLAIM_SLEEPING */
         }
         pypool__unlock(&p->mu);
         if (!decided)
             return PYPOOL_ETIMEDOUT;
-        pypool__wake_wait_until(&w.decided, -1);
+        if (posting)
+            pypool__wake_wait_until(&w.decided, -1);
     }
     if (w.granted >= 0) {
         *out = &p->slots[w.granted];
@@ -227,6 +235,25 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
     }
 }
 
+/*
+ * The waiter's request is in its worker: rather than wake it now only for it to sleep again
+ * until the reply, let the reply wake it (one wake-up per call instead of two). False if it must
+ * be woken now: the reply is already there, or its deadline passed meanwhile.
+ */
+static bool sleep_through(pypool *p, pypool__slot *s, pypool__waiter *w)
+{
+    pypool__lock(&p->mu);
+    pypool__lane *l = &s->lanes[w->lane];
+    bool sleep = !w->gave_up && !l->head && !l->err;
+    if (sleep) {
+        l->wake_word = &w->decided;
+        w->claimed = PYPOOL__CLAIM_SLEEPING;
+    }
+    pypool__unlock(&p->mu);
+    return sleep;
+}
+
+/* A lane goes to the next waiter with its request already written (see slots.h, waiter). */
 void pypool__checkin_lane(pypool *p, pypool__slot *s, unsigned lane, int reason)
 {
     last_pool = p;
@@ -234,9 +261,7 @@ void pypool__checkin_lane(pypool *p, pypool__slot *s, unsigned lane, int reason)
     pypool__lock(&p->mu);
     pypool__waiter *next = pypool__lane_handoff_locked(p, s, lane, reason);
     pypool__unlock(&p->mu);
-    if (next) { /* as for exclusive workers: the worker gets the request before its thread wakes */
-        if (next->pre)
-            pypool__lane_present(p, s, (unsigned)next->lane, next->pre);
+    if (next && !(next->pre && pypool__lane_present(p, s, (unsigned)next->lane, next->pre) &&
+                  sleep_through(p, s, next)))
         pypool__wake_post(&next->decided);
-    }
 }

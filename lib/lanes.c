@@ -45,6 +45,16 @@ bool pypool__lanes_init(pypool *p)
     return true;
 }
 
+/* Wakes the lane's owner: its futex word, and a waiter sleeping through its hand-off. */
+static void wake_owner_locked(pypool__lane *l)
+{
+    pypool__seq_bump(&l->signal);
+    if (l->wake_word) {
+        pypool__wake_post(l->wake_word);
+        l->wake_word = NULL;
+    }
+}
+
 void pypool__owe_refusal_locked(pypool *p, pypool__slot *s, uint64_t id, uint64_t call_id)
 {
     pypool__assert_locked(p);
@@ -159,7 +169,7 @@ static pypool__waiter *claim_waiter_locked(pypool *p, pypool__slot *s)
             w->granted = (int)s->index;
             w->lane = (int)pypool__lane_take_locked(p, s);
             w->err = 0;
-            w->claimed = true;
+            w->claimed = PYPOOL__CLAIM_POSTING;
             return w;
         }
     }
@@ -233,7 +243,7 @@ void pypool__lanes_fail_locked(pypool *p, pypool__slot *s)
             free_lane_locked(p, s, k);
         } else if (l->state == PYPOOL__LANE_OWNED && !l->final) {
             l->err = PYPOOL_EWORKER;
-            pypool__seq_bump(&l->signal);
+            wake_owner_locked(l);
         }
     }
     s->deadline_ns = 0;
@@ -263,7 +273,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     if (!rx) {
         pypool__envelope_free(env);
         l->err = PYPOOL_ENOMEM;
-        pypool__seq_bump(&l->signal);
+        wake_owner_locked(l);
         return true;
     }
     *rx = (pypool__rx){.env = env, .bytes = bytes};
@@ -277,7 +287,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     l->final = final;
     if (l->queued >= PYPOOL__LANE_WINDOW_FRAMES || l->queued_bytes >= PYPOOL__LANE_WINDOW_BYTES)
         s->rx_paused = true;
-    pypool__seq_bump(&l->signal);
+    wake_owner_locked(l);
     return true;
 }
 

@@ -237,7 +237,9 @@ int pypool__lane_call(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
                       bool *orphaned)
 {
     *orphaned = false;
-    int64_t sent_at = pypool__now_ns();
+    /* One clock read: the end of the wait and call_us's start (when the request went out). */
+    pypool__lane *l = &s->lanes[lane];
+    int64_t sent_at = l->presented ? l->presented_ns : pypool__now_ns();
     if (*wait_start) {
         pypool__latency_wait(p, s->index, *wait_start, sent_at);
         *wait_start = 0;
@@ -273,17 +275,17 @@ void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_
     }
 }
 
-void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre)
+bool pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre)
 {
     if (pre->session_id || pre->len > PIPE_BUF)
-        return; /* a session's call checks its binding first */
+        return false; /* a session's call checks its binding first */
     pypool__lane *l = &s->lanes[lane];
     pypool__request_hdr h = {.id = l->id, /* given at take, under mu */
                              .method = pre->method,
                              .deadline_ms = pypool__ms_left(pre->deadline_ns, pypool__now_ns()),
                              .payload_len = pre->len};
     if (pthread_mutex_trylock(&s->wmu) != 0)
-        return; /* another writer is at work: the new owner sends it itself */
+        return false; /* another writer is at work: the new owner sends it itself */
     size_t written = 0;
     if (pypool__encode_request(&s->lane_wbuf, &h, p->cfg.max_frame_bytes) == 0 &&
         s->lane_wbuf.len + pre->len <= PIPE_BUF) {
@@ -292,8 +294,10 @@ void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypoo
                                {(void *)pre->payload, pre->len}};
         /* At most PIPE_BUF bytes: the pipe takes them whole or not at all, without waiting. */
         (void)write_frame_wlocked(s, iov, pre->len ? 2 : 1, 0, &written);
+        l->presented_ns = pypool__now_ns();
     }
     pypool__lanes_send_cancels_wlocked(p, s);
     pypool__unlock(&s->wmu);
     l->presented = written > 0;
+    return l->presented;
 }

@@ -44,8 +44,8 @@ int pypool__lane_call(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
                       bool *orphaned);
 
 /* Writes the request of the thread a lane is being handed to (its `pre`) if it is small and
- * the pipe takes it at once; pypool__lane_send then does not send it again. */
-void pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre);
+ * the pipe takes it at once (true); pypool__lane_send then does not send it again. */
+bool pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypool__prereq *pre);
 
 /* Sends SessionClose through an owned lane (the worker drops the session's dict). */
 void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_id, int *reason);

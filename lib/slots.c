@@ -116,7 +116,7 @@ pypool__waiter *pypool__slot_handoff_locked(pypool *p, pypool__slot *s)
             pypool__slot_take_locked(p, s, w->thread, w->call_deadline_ns);
             w->granted = (int)s->index;
             w->err = 0;
-            w->claimed = true;
+            w->claimed = PYPOOL__CLAIM_POSTING;
             return w;
         }
     }

@@ -101,6 +101,10 @@ typedef struct pypool__lane {
     /* The owner's request was written by the thread that handed the lane over (before the
      * owner was woken); the owner reads and clears it. */
     bool presented;
+    /* [mu] A waiter sleeping through its hand-off (CLAIM_SLEEPING): posted with the lane's
+     * next frame or failure, then cleared. */
+    atomic_uint *wake_word;
+    int64_t presented_ns; /* when the presented request went out (wait_us ends, call_us starts) */
     /* The owner's alone (no lock): replies it got since it took the lane, of which remote
      * errors; folded into the counters when it releases the lane. */
     unsigned served;
@@ -152,7 +156,8 @@ typedef struct pypool__slot {
     /* The request a releasing thread wrote for the new holder (0: none), and its size. */
     uint64_t presented_id;
     size_t presented_bytes;
-    bool killed; /* [mu] we killed it (timeout, ping, protocol): not a crash */
+    int64_t presented_ns; /* when it went out (wait_us ends, call_us starts) */
+    bool killed;          /* [mu] we killed it (timeout, ping, protocol): not a crash */
 
     /* reaper only */
     pypool__logbuf log;
@@ -198,8 +203,14 @@ typedef struct pypool__waiter {
     /* Exclusive workers: the request the waiter will send, so that the thread handing it the
      * worker can write it at once (the worker then need not wait for this thread to wake). */
     const struct pypool__prereq *pre;
-    bool claimed; /* [mu] a releaser took it off the queue and posts `decided` after writing */
+    /* [mu] A releaser took it off the queue: CLAIM_POSTING, it posts `decided` once it has
+     * written the request; CLAIM_SLEEPING (a lane whose request it wrote), the lane's first
+     * reply frame posts it, so the thread wakes once, to its reply. */
+    int claimed;
+    bool gave_up; /* [mu] its deadline passed while CLAIM_POSTING: post, do not sleep through */
 } pypool__waiter;
+
+enum { PYPOOL__CLAIM_NONE = 0, PYPOOL__CLAIM_POSTING, PYPOOL__CLAIM_SLEEPING };
 
 /* A request described before its worker is known (see pypool__waiter.pre). */
 typedef struct pypool__prereq {
