@@ -15,6 +15,7 @@
 
 #include "call.h"
 #include "mux.h"
+#include "rx.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,7 @@ static int wait_unlocked(pypool *p, int want, int64_t deadline_ns, int64_t call_
             w.gave_up = true;
         } else if (atomic_load(&w.decided) == 0) {
             p->slots[w.granted].lanes[w.lane].wake_word = NULL; /* CLAIM_SLEEPING */
+            p->slots[w.granted].rx_sleepthrough--;
         }
         pypool__unlock(&p->mu);
         if (!decided)
@@ -248,6 +250,9 @@ static bool sleep_through(pypool *p, pypool__slot *s, pypool__waiter *w)
     if (sleep) {
         l->wake_word = &w->decided;
         w->claimed = PYPOOL__CLAIM_SLEEPING;
+        s->rx_sleepthrough++;
+        if (s->rx_role == PYPOOL__RX_NONE)
+            pypool__kick_locked(p); /* nobody may be reading its reply: the reaper must */
     }
     pypool__unlock(&p->mu);
     return sleep;

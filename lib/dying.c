@@ -133,6 +133,8 @@ void pypool__release_child_locked(pypool *p, pypool__slot *s, int reason, int64_
      * writes its request pipe: the next worker's byte count starts afresh. */
     s->req_bytes = 0;
     s->rx_paused = false;
+    s->rx_dead = false;
+    s->rx_role = 0; /* PYPOOL__RX_NONE: a new worker's pipe has no reader yet */
 }
 
 void pypool__count_crash_locked(pypool *p, int status)

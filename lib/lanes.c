@@ -45,13 +45,17 @@ bool pypool__lanes_init(pypool *p)
     return true;
 }
 
-/* Wakes the lane's owner: its futex word, and a waiter sleeping through its hand-off. */
-static void wake_owner_locked(pypool__lane *l)
+void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l)
 {
     pypool__seq_bump(&l->signal);
+    if (l->reader_asleep) {
+        l->reader_asleep = false;
+        s->rx_sleepers--;
+    }
     if (l->wake_word) {
         pypool__wake_post(l->wake_word);
         l->wake_word = NULL;
+        s->rx_sleepthrough--;
     }
 }
 
@@ -228,6 +232,8 @@ bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane)
     l->grace_ns = pypool__now_ns() + p->cfg.cancel_grace_ms * PYPOOL__MS;
     s->orphans++;
     s->cancels_unsent++;
+    if (s->rx_role == 0) /* PYPOOL__RX_NONE: the reaper reads its final reply (rx.c) */
+        pypool__kick_locked(p);
     p->counters.cancels++;
     watch_orphans_locked(p, s);
     return true;
@@ -243,7 +249,7 @@ void pypool__lanes_fail_locked(pypool *p, pypool__slot *s)
             free_lane_locked(p, s, k);
         } else if (l->state == PYPOOL__LANE_OWNED && !l->final) {
             l->err = PYPOOL_EWORKER;
-            wake_owner_locked(l);
+            pypool__lane_wake_locked(s, l);
         }
     }
     s->deadline_ns = 0;
@@ -273,7 +279,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     if (!rx) {
         pypool__envelope_free(env);
         l->err = PYPOOL_ENOMEM;
-        wake_owner_locked(l);
+        pypool__lane_wake_locked(s, l);
         return true;
     }
     *rx = (pypool__rx){.env = env, .bytes = bytes};
@@ -287,7 +293,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     l->final = final;
     if (l->queued >= PYPOOL__LANE_WINDOW_FRAMES || l->queued_bytes >= PYPOOL__LANE_WINDOW_BYTES)
         s->rx_paused = true;
-    wake_owner_locked(l);
+    pypool__lane_wake_locked(s, l);
     return true;
 }
 

@@ -9,6 +9,10 @@
 
 #include "slots.h"
 
+/* Wakes a lane's owner (its futex word, or a waiter sleeping through its hand-off) and marks
+ * it no longer asleep as a would-be reader. */
+void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l);
+
 /* Frames (or bytes) queued on one lane beyond which the reaper stops reading that worker's
  * reply pipe until the lane's owner catches up: the worker's writes then block (a slow stream
  * consumer slows its producer) and memory stays bounded. */

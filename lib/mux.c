@@ -6,8 +6,9 @@
  *   always written whole or the worker is given up (a torn frame would garble every later
  *   request). A writer blocked on a full pipe also watches the worker's pidfd, so a death ends
  *   the wait at once.
- * - Replies are not read here: the reaper reads the pipe and queues each frame on the lane its
- *   id names (demux.c, lanes.c); the owner sleeps on the lane's futex word with its deadline.
+ * - Replies: a caller whose reply is not in reads the pipe for everyone if nobody does (the
+ *   reader role, rx.c), routing each frame to the lane its id names; otherwise it sleeps on its
+ *   lane's futex word with its deadline until a frame is routed to it.
  * - At the deadline the call is given up, not the worker: the lane is orphaned and the worker
  *   gets a Cancel. The final reply (or the worker's death, or the grace kill) frees the lane.
  * - A worker that dies with calls in flight fails each with EWORKER, except calls whose request
@@ -16,6 +17,7 @@
 #include "mux.h"
 
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +29,11 @@
 #include "exchange.h"
 #include "lanes.h"
 #include "latency.h"
+#include "rx.h"
 #include "log.h"
 #include "sync.h"
+
+#define NO_PIDFD_TICK_MS 50 /* as the reaper's: how often a reader without a pidfd looks up */
 
 /* With wmu held: writes one frame, keeping the count of bytes the pipe was given. */
 static int write_frame_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
@@ -109,7 +114,59 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
     return torn(p, s, rc, method, out, reason);
 }
 
-/* The exchange's source on a lane: what the reaper queued for it. */
+enum { WAIT_READABLE, WAIT_DEAD, WAIT_TICK, WAIT_TIMEOUT };
+
+/* The reader role's wait: the pipe readable, the worker gone (its pidfd fired), or `limit`
+ * passed. Without a pidfd the wait is cut into ticks, so that a reaped worker's lane error is
+ * seen between them. */
+static int wait_for_replies(pypool__slot *s, int64_t limit)
+{
+    struct pollfd pfd[2] = {{.fd = s->child.resp_fd, .events = POLLIN},
+                            {.fd = s->child.pidfd, .events = POLLIN}};
+    int timeout = pypool__poll_timeout_ms(limit);
+    bool tick = s->child.pidfd < 0 && (timeout < 0 || timeout > NO_PIDFD_TICK_MS);
+    int ready = poll(pfd, s->child.pidfd >= 0 ? 2 : 1, tick ? NO_PIDFD_TICK_MS : timeout);
+    if (ready > 0 && s->child.pidfd >= 0 && pfd[1].revents)
+        return WAIT_DEAD;
+    if (ready > 0 && pfd[0].revents)
+        return WAIT_READABLE;
+    if (ready == 0 && !tick && limit >= 0)
+        return WAIT_TIMEOUT;
+    return WAIT_TICK; /* a tick, EINTR: look again */
+}
+
+/*
+ * The caller holds the reader role (rx.c): it reads the pipe for every lane until something
+ * for its own lane is queued, the worker is gone, or `limit` passes; then it hands the role on.
+ */
+static void read_as_leader(pypool *p, pypool__slot *s, pypool__lane *l, int64_t limit)
+{
+    int rc = pypool__rx_pump(p, s, false); /* complete frames the last holder left buffered */
+    int waited = WAIT_TICK;
+    for (;;) {
+        pypool__lock(&p->mu);
+        bool done = rc < 0 || l->head || l->err || waited == WAIT_DEAD || waited == WAIT_TIMEOUT ||
+                    !pypool__rx_readable_locked(s);
+        if (done) {
+            s->rx_dead |= waited == WAIT_DEAD; /* the reaper's reaping fails the lanes */
+            pypool__rx_release_locked(p, s);
+        }
+        pypool__unlock(&p->mu);
+        if (done)
+            break;
+        waited = wait_for_replies(s, limit);
+        if (waited == WAIT_READABLE)
+            rc = pypool__rx_pump(p, s, true);
+    }
+    if (rc < 0)
+        pypool__rx_broken(p, s, rc);
+}
+
+/*
+ * The exchange's source on a lane: what was routed to it. With nothing queued the caller reads
+ * the pipe itself if nobody does (and routes what it reads to everyone); else it sleeps on its
+ * lane's futex word until a frame is routed to it.
+ */
 static int lane_next(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **env)
 {
     pypool *p = x->p;
@@ -122,6 +179,11 @@ static int lane_next(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **env)
         unsigned seen = atomic_load(&l->signal);
         Pypool__Envelope *e = pypool__lane_pop_locked(p, s, (unsigned)x->lane);
         int err = l->err;
+        bool lead = !e && !err && pypool__rx_claim_locked(s, PYPOOL__RX_OWNER);
+        if (!e && !err && !lead) {
+            l->reader_asleep = true;
+            s->rx_sleepers++;
+        }
         pypool__unlock(&p->mu);
         if (e) {
             *env = e;
@@ -129,8 +191,28 @@ static int lane_next(pypool__xchg *x, int64_t until_ns, Pypool__Envelope **env)
         }
         if (err)
             return err;
-        if (!pypool__seq_wait_until(&l->signal, seen, limit))
-            return soft ? PYPOOL__EUNTIL : PYPOOL_ETIMEDOUT;
+        if (lead) {
+            read_as_leader(p, s, l, limit);
+        } else if (!pypool__seq_wait_until(&l->signal, seen, limit)) {
+            pypool__lock(&p->mu);
+            if (l->reader_asleep) {
+                l->reader_asleep = false;
+                s->rx_sleepers--;
+            }
+            bool queued = l->head || l->err;
+            pypool__unlock(&p->mu);
+            if (!queued)
+                return soft ? PYPOOL__EUNTIL : PYPOOL_ETIMEDOUT;
+        }
+        if (!lead)
+            continue;
+        if (limit >= 0 && pypool__now_ns() >= limit) {
+            pypool__lock(&p->mu);
+            bool queued = l->head || l->err;
+            pypool__unlock(&p->mu);
+            if (!queued)
+                return soft ? PYPOOL__EUNTIL : PYPOOL_ETIMEDOUT;
+        }
     }
 }
 

@@ -104,6 +104,8 @@ typedef struct pypool__lane {
     /* [mu] A waiter sleeping through its hand-off (CLAIM_SLEEPING): posted with the lane's
      * next frame or failure, then cleared. */
     atomic_uint *wake_word;
+    bool reader_asleep;   /* [mu] its owner sleeps on `signal` with nothing queued: it would take
+                             the reader role (rx.c) if woken */
     int64_t presented_ns; /* when the presented request went out (wait_us ends, call_us starts) */
     /* The owner's alone (no lock): replies it got since it took the lane, of which remote
      * errors; folded into the counters when it releases the lane. */
@@ -166,13 +168,17 @@ typedef struct pypool__slot {
     pypool__lane *lanes;  /* max_inflight of them */
     unsigned *free_lanes; /* stack of free lane indexes */
     unsigned nfree;
-    unsigned inflight;       /* lanes not FREE (owned or orphaned) */
-    unsigned orphans;        /* ORPHAN lanes: their grace deadlines are the reaper's to watch */
-    uint64_t lane_seq;       /* request id = (++lane_seq << PYPOOL__LANE_BITS) | lane */
-    bool draining;           /* no new calls: replace the worker once inflight reaches 0 */
-    int drain_reason;        /* enum pypool__break_reason to break with then */
-    bool rx_paused;          /* a lane's queue is over the window: the reaper stops reading */
-    unsigned cancels_unsent; /* orphans whose Cancel could not be written yet */
+    unsigned inflight;        /* lanes not FREE (owned or orphaned) */
+    unsigned orphans;         /* ORPHAN lanes: their grace deadlines are the reaper's to watch */
+    uint64_t lane_seq;        /* request id = (++lane_seq << PYPOOL__LANE_BITS) | lane */
+    bool draining;            /* no new calls: replace the worker once inflight reaches 0 */
+    int drain_reason;         /* enum pypool__break_reason to break with then */
+    bool rx_paused;           /* a lane's queue is over the window: nobody reads the pipe */
+    int rx_role;              /* who reads the reply pipe now (rx.c): none, the reaper, a caller */
+    unsigned rx_sleepers;     /* owners asleep with nothing queued (lane.reader_asleep) */
+    unsigned rx_sleepthrough; /* waiters sleeping through their hand-off (lane.wake_word) */
+    bool rx_dead;             /* a reader saw the worker's pidfd fire: wait for the reaper */
+    unsigned cancels_unsent;  /* orphans whose Cancel could not be written yet */
     /* HostCalls of orphaned lanes still owed an error HostReply (the handler waits for one):
      * (id, call_id) pairs, room for 2 * max_inflight allocated with the lanes. */
     uint64_t (*refusals)[2];

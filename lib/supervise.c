@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "error.h"
 #include "lanes.h"
+#include "rx.h"
 #include "state.h"
 #include "sync.h"
 
@@ -249,8 +250,10 @@ bool pypool__reaper_reads_locked(const pypool__slot *s)
         return false;
     if (s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING)
         return true;
-    bool serving = s->state == PYPOOL_SLOT_IDLE || s->state == PYPOOL_SLOT_BUSY;
-    return s->lanes && serving && !s->rx_paused && !s->reaped;
+    /* A multiplexed pipe is read by its callers (rx.c); the reaper reads it only for frames
+     * no caller will: those of orphaned lanes and of waiters sleeping through a hand-off. */
+    return s->rx_role == PYPOOL__RX_NONE && pypool__rx_readable_locked(s) &&
+           (s->orphans > 0 || s->rx_sleepthrough > 0);
 }
 
 /* One frame from a worker in its handshake or a ping; false once the frames left are not the
@@ -263,44 +266,29 @@ static bool handle_frame(pypool *p, pypool__slot *s, int state, Pypool__Envelope
     return more;
 }
 
-/* A multiplexed worker's replies: whole frames are decoded and routed in batches. */
+/* A multiplexed worker's replies, read while no caller holds the reader role (rx.c). */
 static void mux_replies(pypool *p, pypool__slot *s)
 {
-    Pypool__Envelope *env[PYPOOL__DEMUX_BATCH];
-    uint32_t lens[PYPOOL__DEMUX_BATCH];
-    int rc = pypool__reader_fill(&s->reader);
-    while (rc >= 0) {
-        unsigned n = 0;
-        const uint8_t *body;
-        uint32_t len;
-        while (n < PYPOOL__DEMUX_BATCH &&
-               (rc = pypool__reader_next(&s->reader, &body, &len)) == 1) {
-            if (!(env[n] = pypool__envelope_decode(body, len))) {
-                rc = PYPOOL_EPROTO;
-                break;
-            }
-            lens[n++] = len;
-        }
-        if (n)
-            pypool__demux_batch(p, s, env, lens, n);
-        if (rc != 1)
-            break;
-    }
+    int rc = pypool__rx_pump(p, s, true);
+    pypool__lock(&p->mu);
+    pypool__rx_release_locked(p, s);
+    pypool__unlock(&p->mu);
     if (rc < 0)
-        reply_channel_broken(p, s, rc);
+        pypool__rx_broken(p, s, rc);
 }
 
 void pypool__on_slot_reply(pypool *p, pypool__slot *s)
 {
     /* An earlier event of this round (its exit, say) may have moved the slot on. */
     pypool__lock(&p->mu);
-    bool talking = pypool__reaper_reads_locked(s);
     int state = s->state;
+    bool handshake = state == PYPOOL_SLOT_STARTING || state == PYPOOL_SLOT_PINGING;
+    bool talking = pypool__reaper_reads_locked(s) &&
+                   (handshake || pypool__rx_claim_locked(s, PYPOOL__RX_REAPER));
     pypool__unlock(&p->mu);
     if (!talking)
         return;
-    bool handshake = state == PYPOOL_SLOT_STARTING || state == PYPOOL_SLOT_PINGING;
-    if (s->lanes && !handshake) {
+    if (!handshake) {
         mux_replies(p, s);
         return;
     }

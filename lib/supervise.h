@@ -35,10 +35,6 @@ void pypool__on_slot_reply(pypool *p, pypool__slot *s); /* Hello, Pong, multiple
 /* With mu held: the reaper reads this slot's reply pipe now (it goes in the poll set). */
 bool pypool__reaper_reads_locked(const pypool__slot *s);
 
-/* demux.c: routes frames of a multiplexed worker to the lanes their ids name (takes them). */
-#define PYPOOL__DEMUX_BATCH 32
-void pypool__demux_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, const uint32_t *len,
-                         unsigned n);
 void pypool__on_slot_log(pypool *p, pypool__slot *s);
 void pypool__on_dying_event(pypool *p, unsigned i);
 
