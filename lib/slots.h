@@ -18,7 +18,10 @@
  * nobody uses it and the reaper may close it. The hand-over is a state change under `mu`,
  * which also publishes the channel's memory. The reaper may reap a BUSY slot's pid and record
  * its exit status, but closes nothing the holder uses; the holder returns a broken slot at
- * checkin and the reaper then retires the child.
+ * checkin and the reaper then retires the child. A multiplexed worker (lanes) is shared:
+ * writers of its request pipe take the slot's `wmu`; its reply pipe and reader belong to the
+ * holder of the reader role (rx.c, handed over under `mu`); its fds stay open until the last
+ * lane is released, which is when a broken one is retired.
  *
  * Log pipes and logbufs belong to the reaper alone, in every state.
  *
@@ -66,8 +69,9 @@ struct pypool_worker {
 
 /*
  * Multiplexed workers (max_inflight > 1): a slot has max_inflight lanes, one per call it may
- * hold. Every lane field is [mu]. The reaper reads the worker's reply pipe (demux.c) and queues
- * each frame on the lane its id names; the lane's owner thread takes them off (mux.c).
+ * hold. Every lane field is [mu]. Whoever holds the slot's reader role (rx.c: a caller, or the
+ * reaper for orphans) reads the worker's reply pipe and queues each frame on the lane its id
+ * names; the lane's owner thread takes them off (mux.c).
  */
 enum pypool__lane_state {
     PYPOOL__LANE_FREE = 0,
