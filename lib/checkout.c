@@ -240,19 +240,20 @@ void pypool__checkin(pypool *p, pypool__slot *s, int reason)
 /*
  * The waiter's request is in its worker: rather than wake it now only for it to sleep again
  * until the reply, let the reply wake it (one wake-up per call instead of two). False if it must
- * be woken now: the reply is already there, or its deadline passed meanwhile.
+ * be woken now: the reply is already there, its deadline passed meanwhile, or no caller reads
+ * the pipe (then it must, itself).
  */
 static bool sleep_through(pypool *p, pypool__slot *s, pypool__waiter *w)
 {
     pypool__lock(&p->mu);
     pypool__lane *l = &s->lanes[w->lane];
-    bool sleep = !w->gave_up && !l->head && !l->err;
+    /* Only while a caller reads the pipe: it routes the reply here, or wakes this waiter to
+     * read for itself when it lets the reader role go (rx.c). */
+    bool sleep = !w->gave_up && !l->head && !l->err && s->rx_role == PYPOOL__RX_OWNER;
     if (sleep) {
         l->wake_word = &w->decided;
         w->claimed = PYPOOL__CLAIM_SLEEPING;
         s->rx_sleepthrough++;
-        if (s->rx_role == PYPOOL__RX_NONE)
-            pypool__kick_locked(p); /* nobody may be reading its reply: the reaper must */
     }
     pypool__unlock(&p->mu);
     return sleep;

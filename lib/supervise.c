@@ -251,9 +251,8 @@ bool pypool__reaper_reads_locked(const pypool__slot *s)
     if (s->state == PYPOOL_SLOT_STARTING || s->state == PYPOOL_SLOT_PINGING)
         return true;
     /* A multiplexed pipe is read by its callers (rx.c); the reaper reads it only for frames
-     * no caller will: those of orphaned lanes and of waiters sleeping through a hand-off. */
-    return s->rx_role == PYPOOL__RX_NONE && pypool__rx_readable_locked(s) &&
-           (s->orphans > 0 || s->rx_sleepthrough > 0);
+     * no caller will: the final replies of orphaned lanes. */
+    return s->rx_role == PYPOOL__RX_NONE && pypool__rx_readable_locked(s) && s->orphans > 0;
 }
 
 /* One frame from a worker in its handshake or a ping; false once the frames left are not the
