@@ -67,6 +67,7 @@ static const struct option LONG_OPTIONS[] = {
 
 static void options_defaults(httpd_options *o)
 {
+    *o = (httpd_options){0}; /* every field set: UBSan caught a garbage `debug` from the stack */
     o->port = 8080;
     o->workers = 4;
     o->module = "handlers";
