@@ -13,66 +13,8 @@ SERVER=${1:?usage: test_httpd.sh <pypool_httpd> <source dir> [python3]}
 SRC=${2:?usage: test_httpd.sh <pypool_httpd> <source dir> [python3]}
 PY=${3:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pypool_httpd_test.XXXXXX")
-SERVER_PID=
-BASE=
-FAILURES=0
-
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null # workers follow: PR_SET_PDEATHSIG
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log() { printf '%s\n' "--- $*"; }
-fail() {
-    printf 'FAIL: %s\n' "$*"
-    FAILURES=$((FAILURES + 1))
-}
-die() {
-    printf 'FATAL: %s\n' "$*"
-    [ -f "$WORK/server.err" ] && tail -n 30 "$WORK/server.err"
-    exit 1
-}
-
-# start_server <args...>: starts pypool_httpd on a free port; sets SERVER_PID and BASE.
-start_server() {
-    : >"$WORK/server.out"
-    : >"$WORK/server.err"
-    "$SERVER" --port 0 --python-path "$SRC" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
-    SERVER_PID=$!
-    local port= i
-    for i in $(seq 1 300); do
-        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$WORK/server.out")
-        [ -n "$port" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "server exited during startup"
-        sleep 0.1
-    done
-    [ -n "$port" ] || die "server did not announce its port within 30 s"
-    BASE="http://127.0.0.1:$port"
-    log "server pid $SERVER_PID on $BASE ($*)"
-}
-
-# req <METHOD> <path> [curl args...]: sets STATUS; body in $WORK/body, headers in $WORK/headers.
-req() {
-    local method=$1 path=$2
-    shift 2
-    STATUS=$(curl -s -m 30 -X "$method" -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' \
-        "$@" "$BASE$path")
-}
-
-expect_status() { # <want> <what>
-    [ "$STATUS" = "$1" ] || fail "$2: HTTP $STATUS, want $1; body: $(head -c 400 "$WORK/body")"
-}
-
-# json_check <python expression over `d`> <what>: evaluates it on the JSON in $WORK/body.
-json_check() {
-    "$PY" -c 'import json, sys
-d = json.load(open(sys.argv[1], encoding="utf-8"))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$WORK/body" "$1" 2>"$WORK/json.err" ||
-        fail "$2: check '$1' failed on $(head -c 400 "$WORK/body") $(cat "$WORK/json.err")"
-}
+# shellcheck source=testlib.sh
+. "$SRC/testlib.sh"
 
 has_header() { grep -qi "^$1:" "$WORK/headers"; }
 
