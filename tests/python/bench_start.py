@@ -37,7 +37,9 @@ FLOOR_CODE = ("import os, google.protobuf, pypool_pb2, bench_work\n"
               "os.write(4, b'R')\nos.read(3, 1)\n")
 # Modules whose cumulative import time --importtime reports (when they are imported at all).
 WATCHED = ("runpy", "traceback", "ctypes", "_ctypes", "importlib.util", "pypool", "pypool._boot",
-           "pypool._worker", "pypool._wire", "pypool.pypool_pb2", "bench_mod", "pypool_pb2")
+           "pypool._worker", "pypool._classic", "pypool._replies", "pypool._streams",
+           "pypool._calls", "pypool._mux", "pypool._mux_threads", "pypool._wire",
+           "pypool.pypool_pb2", "bench_mod", "pypool_pb2")
 
 
 def _default_runtime():

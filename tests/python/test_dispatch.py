@@ -11,7 +11,7 @@ import harness  # noqa: F401  (puts the built runtime on sys.path)
 from harness import pb
 
 import pypool
-from pypool import _frames, _wire, _worker
+from pypool import _classic, _frames, _wire
 
 
 class RegistryIsolation(unittest.TestCase):
@@ -100,8 +100,9 @@ class TestRegistration(RegistryIsolation):
         # `import pypool` must not drag in protobuf; run in a fresh interpreter to see.
         import subprocess
         import sys
-        code = ("import sys, pypool; bad = [m for m in sys.modules if m.startswith('google') "
-                "or m in ('pypool._worker', 'pypool.pypool_pb2')]; print(bad)")
+        # None of the runtime's modules either (pypool._*, pypool.pypool_pb2).
+        code = ("import sys, pypool; bad = [m for m in sys.modules "
+                "if m.startswith(('google', 'pypool._', 'pypool.pypool_pb2'))]; print(bad)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=harness.RUNTIME_DIR), check=True)
         self.assertEqual(out.stdout.strip(), "[]")
@@ -111,7 +112,7 @@ class TestRegistration(RegistryIsolation):
         # path, the ctypes type zoo) must not be imported by every worker start.
         import subprocess
         import sys
-        code = ("import sys; from pypool import __main__, _boot, _worker; "
+        code = ("import sys; from pypool import __main__, _boot, _worker, _mux; "
                 "_boot.set_parent_death_signal(); "
                 "print(sorted(m for m in ('traceback', 'ctypes', 'importlib.util', 'runpy') "
                 "if m in sys.modules))")
@@ -558,7 +559,7 @@ class TestBigRequests(RegistryIsolation):
         kept = []
         pypool.handler("keep")(lambda p, c: kept.append(p))
         sent = []
-        worker = _worker.Worker(pypool._registry, lambda head, tail=b"": sent.append(1), 64 << 20)
+        worker = _classic.Worker(pypool._registry, lambda head, tail=b"": sent.append(1), 64 << 20)
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         big = _frames.BIG_FRAME
@@ -593,7 +594,7 @@ class TestDispatch(RegistryIsolation):
     def setUp(self):
         super().setUp()
         self.sent = []
-        self.worker = _worker.Worker(pypool._registry, self._capture, 1 << 20)
+        self.worker = _classic.Worker(pypool._registry, self._capture, 1 << 20)
 
     def _capture(self, head, tail=b""):
         self.sent.append(bytes(head) + bytes(tail))
@@ -674,7 +675,7 @@ class TestDispatch(RegistryIsolation):
         # 16 payload bytes + 6 bytes of Envelope/Response around them (id 5) = 22.
         pypool.handler("echo")(lambda p, c: p)
         for limit, fits in ((22, True), (21, False), (8, False)):
-            self.worker = _worker.Worker(pypool._registry, self._capture, limit)
+            self.worker = _classic.Worker(pypool._registry, self._capture, limit)
             resp = self.call("echo", b"p" * 16)
             if fits:
                 self.assertEqual(resp.payload, b"p" * 16)
@@ -686,7 +687,7 @@ class TestDispatch(RegistryIsolation):
             raise RuntimeError("m" * 5000)
 
         pypool.handler("loud")(loud)
-        self.worker = _worker.Worker(pypool._registry, self._capture, 1000)
+        self.worker = _classic.Worker(pypool._registry, self._capture, 1000)
         resp = self.call("loud")
         self.assertEqual(resp.error.type, "RuntimeError")
         self.assertEqual(resp.error.traceback, "")

@@ -455,12 +455,12 @@ class TestSigtermNeverLosesARequest(WorkerTestCase):
         # it must not sleep there until the next request (it has nothing to finish).
         script = (
             "import os, signal\n"
-            "from pypool import _worker\n"
-            "looked = _worker.Worker._exit_if_asked\n"
+            "from pypool import _classic\n"
+            "looked = _classic.Worker._exit_if_asked\n"
             "def look_then_term(self):\n"
             "    looked(self)\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "_worker.Worker._exit_if_asked = look_then_term\n"
+            "_classic.Worker._exit_if_asked = look_then_term\n"
             "from pypool.__main__ import run; run()\n")
         worker = self.start(launcher=[harness.PYTHON, "-c", script])
         worker.hello()
@@ -474,7 +474,7 @@ class TestSigtermNeverLosesARequest(WorkerTestCase):
         script = (
             "import os, signal\n"
             "import pypool\n"
-            "from pypool import _frames, _worker, pypool_pb2 as pb\n"
+            "from pypool import _classic, _frames, pypool_pb2 as pb\n"
             "pypool.handler('echo')(lambda payload, ctx: payload)\n"
             "class Reader:\n"
             "    calls = 0\n"
@@ -486,7 +486,7 @@ class TestSigtermNeverLosesARequest(WorkerTestCase):
             "                                              payload=b'not lost')).SerializeToString()\n"
             "        os.kill(os.getpid(), signal.SIGTERM)\n"
             "        return body\n"
-            "worker = _worker.Worker(pypool._registry, _frames.fd_sender(4), 1 << 20)\n"
+            "worker = _classic.Worker(pypool._registry, _frames.fd_sender(4), 1 << 20)\n"
             "worker.install_sigterm()\n"
             "worker.serve(Reader())\n")
         worker = self.start(launcher=[harness.PYTHON, "-c", script])

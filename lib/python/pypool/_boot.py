@@ -22,6 +22,7 @@ import time
 
 REQUEST_FD = 3
 RESPONSE_FD = 4
+EXIT_OK = 0          # EOF, Shutdown, SIGTERM: the pool is done with us
 EXIT_STARTUP = 1     # host gone, bad arguments, or the user's module failed to import
 EXIT_PROTOCOL = 3    # channel broken (PROTOCOL.md)
 DEFAULT_MAX_FRAME = 64 << 20
