@@ -199,11 +199,11 @@ typedef void (*win_mark_fn)(void *ctx, int which);
 
 typedef struct win_result {
     unsigned threads;
-    uint64_t done;         /* calls completed inside the window */
-    uint64_t errors;       /* failed calls (anywhere) */
-    double calls_per_s;    /* done / window */
-    uint64_t *per_thread;  /* done by each thread */
-    samples lat;           /* us, calls completed inside the window (if keep_lat) */
+    uint64_t done;        /* calls completed inside the window */
+    uint64_t errors;      /* failed calls (anywhere) */
+    double calls_per_s;   /* done / window */
+    uint64_t *per_thread; /* done by each thread */
+    samples lat;          /* us, calls completed inside the window (if keep_lat) */
 } win_result;
 
 int win_run(unsigned threads, double warmup, double seconds, bool keep_lat, win_call_fn fn,
@@ -215,16 +215,16 @@ void win_result_free(win_result *r);
 
 /* ---- procstat.c: the kernel's counters of the host and the workers -------------------------- */
 
-uint64_t proc_rss_kib(int pid);         /* VmRSS of /proc/<pid>/status, 0 if unknown */
-uint64_t proc_ctxsw(int pid);           /* voluntary + nonvoluntary switches, every thread */
-uint64_t self_ctxsw(void);              /* the host process, every thread (getrusage) */
+uint64_t proc_rss_kib(int pid); /* VmRSS of /proc/<pid>/status, 0 if unknown */
+uint64_t proc_ctxsw(int pid);   /* voluntary + nonvoluntary switches, every thread */
+uint64_t self_ctxsw(void);      /* the host process, every thread (getrusage) */
 uint64_t pool_workers_rss_kib(pypool *p);
-uint64_t proc_pss_kib(int pid);         /* Pss of /proc/<pid>/smaps_rollup (shared pages split) */
+uint64_t proc_pss_kib(int pid); /* Pss of /proc/<pid>/smaps_rollup (shared pages split) */
 uint64_t pool_workers_pss_kib(pypool *p);
 uint64_t pool_workers_ctxsw(pypool *p);
 uint64_t mem_available_kib(void);
-double self_cpu_s(void);                /* user + system of the host, every thread */
-double proc_cpu_s(int pid);             /* user + system of a process, every thread */
+double self_cpu_s(void);    /* user + system of the host, every thread */
+double proc_cpu_s(int pid); /* user + system of a process, every thread */
 double pool_workers_cpu_s(pypool *p);
 /* The host's threads other than the calling one (before a run: the pools' reapers). */
 unsigned self_other_tids(int *out, unsigned max);

@@ -147,8 +147,8 @@ static double stat_cpu_s(const char *path)
     unsigned long long utime = 0, stime = 0;
     /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt(12)
      * utime(14) stime(15) */
-    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-               &stime) != 2)
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) !=
+        2)
         return 0;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }

@@ -12,9 +12,10 @@
  * module (max_inflight 1, after a call of each kind), measured in this run. A full run (not
  * --quick) also starts a real 256-worker pool when the machine has the memory, and reports its
  * measured total next to the estimate. CPU µs per call (host, workers) beside the switches:
- * 2 cores give 2 CPU-seconds a second, so 5120 calls/s needs under ~390 µs of CPU a call. VmRSS counts shared pages (the interpreter, libraries)
- * once per process; PSS (smaps_rollup) splits them, for the memory really used. Context switches per call (host + workers) are reported
- * as in the oversubscribed scenario.
+ * 2 cores give 2 CPU-seconds a second, so 5120 calls/s needs under ~390 µs of CPU a call. VmRSS
+ * counts shared pages (the interpreter, libraries) once per process; PSS (smaps_rollup) splits
+ * them, for the memory really used. Context switches per call (host + workers) are reported as in
+ * the oversubscribed scenario.
  *
  * Client threads start staggered over one call's length, so completions spread evenly over the
  * window instead of arriving in 50 ms bursts whose phase would decide the count.
@@ -45,7 +46,7 @@ typedef struct io_ctx {
     bool started[IO_THREADS];
     uint64_t cs[2];
     double cpu_host[2], cpu_work[2];
-    int err_taken;   /* the first failure's text is kept (atomic flag) */
+    int err_taken; /* the first failure's text is kept (atomic flag) */
     char err[256];
 } io_ctx;
 

@@ -26,7 +26,7 @@
 #include "contenders.h"
 
 #define OS_WORKERS 2
-#define OS_POINTS  4 /* threads x max_inflight */
+#define OS_POINTS  4               /* threads x max_inflight */
 #define OS_RUNS    (OS_POINTS + 1) /* the floor, then the points */
 #define PAYLOAD    16
 
@@ -49,10 +49,10 @@ enum {
 };
 
 typedef struct os_ctx {
-    pypool *pool;      /* NULL: the floor */
+    pypool *pool; /* NULL: the floor */
     floor_child *floors;
     const uint8_t *payload;
-    uint64_t host[2], work[2]; /* context switches at the window's start and end */
+    uint64_t host[2], work[2];       /* context switches at the window's start and end */
     double host_cpu[2], work_cpu[2]; /* CPU seconds at the window's start and end */
     int lib_tids[8];                 /* the host's threads before the run: the pools' reapers */
     unsigned nlib;
@@ -131,15 +131,19 @@ static void os_report(const bench_opts *o, double fig[OS_RUNS][F_COUNT][BENCH_MA
     for (int k = 0; k < OS_RUNS; k++)
         for (int f = 0; f < F_COUNT; f++)
             med[k][f] = median_of(fig[k][f], o->rounds);
-    static const char *const note = "floor: 2 dedicated pairs; if = max_inflight; cs: switches/call";
+    static const char *const note =
+        "floor: 2 dedicated pairs; if = max_inflight; cs: switches/call";
     static const struct {
         const char *suffix, *unit;
         int fig;
         bool higher, no_ratio;
     } rows[] = {
-        {"", "calls/s", F_RATE, true, false},        {" max/med", "x", F_SPREAD_MAX, false, true},
-        {" min/med", "x", F_SPREAD_MIN, true, true}, {" p50", "us", F_P50, false, true},
-        {" p99", "us", F_P99, false, true},          {" cs host", "sw/call", F_CS_HOST, false, false},
+        {"", "calls/s", F_RATE, true, false},
+        {" max/med", "x", F_SPREAD_MAX, false, true},
+        {" min/med", "x", F_SPREAD_MIN, true, true},
+        {" p50", "us", F_P50, false, true},
+        {" p99", "us", F_P99, false, true},
+        {" cs host", "sw/call", F_CS_HOST, false, false},
         {" cs workers", "sw/call", F_CS_WORK, false, false},
         {" CPU host", "us/call", F_CPU_HOST, false, false},
         {" CPU workers", "us/call", F_CPU_WORK, false, false},

@@ -96,8 +96,8 @@ static double call_us(pypool *p, const uint8_t *payload)
 }
 
 /* Serial samples of fn for o->seconds (after a few warm-up calls): p50 and p99 in fig. */
-static void serial(const bench_opts *o, pypool *p, const uint8_t *payload, bool stream,
-                   double *p50, double *p99)
+static void serial(const bench_opts *o, pypool *p, const uint8_t *payload, bool stream, double *p50,
+                   double *p99)
 {
     samples s = {0};
     for (int i = 0; i < WARM_CALLS; i++)

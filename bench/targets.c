@@ -111,10 +111,8 @@ static size_t mux_targets(bench_target *out, size_t n, size_t max)
             {"oversub 64 thr inflight=2 vs 2-pair floor", "64 thr if=2", 0.9, false, 0},
             {"oversub 8 thr inflight=1 calls max/median", "8 thr if=1 max/med", 3, 1, 1},
             {"oversub 8 thr inflight=2 calls max/median", "8 thr if=2 max/med", 3, 1, 1},
-            {"oversub 64 thr inflight=1 calls max/median", "64 thr if=1 max/med", 3, 1,
-             1},
-            {"oversub 64 thr inflight=2 calls max/median", "64 thr if=2 max/med", 3, 1,
-             1},
+            {"oversub 64 thr inflight=1 calls max/median", "64 thr if=1 max/med", 3, 1, 1},
+            {"oversub 64 thr inflight=2 calls max/median", "64 thr if=2 max/med", 3, 1, 1},
         };
         for (size_t i = 0; i < sizeof os / sizeof os[0]; i++)
             n = row_target(out, n, max, os[i].name, "oversubscribed", os[i].label,
