@@ -88,7 +88,12 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
                              .session_id = session_id,
                              .deadline_ms = pypool__ms_left(deadline_ns, pypool__now_ns()),
                              .payload_len = len};
-    pypool__lock(&s->wmu);
+    /* Another caller's write may hold the pipe (a full one, up to its own deadline): wait for
+     * it only until ours. */
+    if (!pypool__lock_until(&s->wmu, deadline_ns))
+        return pypool__result_fail(
+            out, PYPOOL_ETIMEDOUT,
+            "call to '%s' passed its deadline while another request was being written", method);
     int rc = pypool__encode_request(&s->lane_wbuf, &h, p->cfg.max_frame_bytes);
     size_t written = 0;
     if (rc == 0) {
@@ -221,7 +226,8 @@ static int lane_send_frame(pypool__xchg *x, const void *frame, size_t len)
     pypool__slot *s = x->s;
     struct iovec iov = {(void *)frame, len};
     size_t written;
-    pypool__lock(&s->wmu);
+    if (!pypool__lock_until(&s->wmu, x->deadline_ns))
+        return PYPOOL_ETIMEDOUT;
     int rc = write_frame_wlocked(s, &iov, 1, x->deadline_ns, &written);
     pypool__lanes_send_cancels_wlocked(x->p, s);
     pypool__unlock(&s->wmu);
@@ -342,7 +348,8 @@ void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_
 {
     *reason = PYPOOL__BREAK_NONE;
     int64_t deadline = pypool__deadline_after_ms(p->cfg.call_timeout_ms);
-    pypool__lock(&s->wmu);
+    if (!pypool__lock_until(&s->wmu, deadline))
+        return; /* the pipe stayed busy: the session's dict stays until its worker goes */
     int rc = pypool__encode_session_close(&s->lane_wbuf, session_id);
     size_t written = 0;
     if (rc == 0) {

@@ -47,6 +47,20 @@ void pypool__lock(pthread_mutex_t *mu)
     check(pthread_mutex_lock(mu), "pthread_mutex_lock");
 }
 
+bool pypool__lock_until(pthread_mutex_t *mu, int64_t deadline_ns)
+{
+    if (deadline_ns < 0) {
+        pypool__lock(mu);
+        return true;
+    }
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    int rc = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
+    if (rc == ETIMEDOUT)
+        return false;
+    check(rc, "pthread_mutex_clocklock");
+    return true;
+}
+
 void pypool__unlock(pthread_mutex_t *mu)
 {
     check(pthread_mutex_unlock(mu), "pthread_mutex_unlock");

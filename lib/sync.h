@@ -15,6 +15,8 @@ void pypool__mutex_init(pthread_mutex_t *mu);
 void pypool__mutex_destroy(pthread_mutex_t *mu);
 void pypool__lock(pthread_mutex_t *mu);
 void pypool__unlock(pthread_mutex_t *mu);
+/* Locks mu unless the absolute monotonic deadline (ns; < 0: none) passes first (false). */
+bool pypool__lock_until(pthread_mutex_t *mu, int64_t deadline_ns);
 
 /* Condition variables on CLOCK_MONOTONIC. */
 void pypool__cond_init(pthread_cond_t *cv);

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include "pool_test.h"
 
+#include <stdatomic.h>
+
 #include <inttypes.h>
 #include <unistd.h>
 
@@ -558,4 +560,67 @@ Test(pool_mux, max_inflight_out_of_range_is_einval)
     pypool_config_init(&cfg);
     cr_assert_eq(cfg.max_inflight, 1, "default max_inflight");
     cr_assert_eq(cfg.cancel_grace_ms, 5000, "default cancel_grace_ms");
+}
+
+/* --- a full request pipe ------------------------------------------------------------------- */
+
+typedef struct big_writer {
+    pypool *p;
+    pid_t tid;
+    atomic_int started;
+    int rc;
+} big_writer;
+
+static void *big_writer_main(void *arg)
+{
+    big_writer *b = arg;
+    size_t len = 4u << 20; /* far more than a pipe holds: the write blocks */
+    char *payload = calloc(1, len);
+    b->tid = tu_gettid();
+    atomic_store(&b->started, 1);
+    pypool_result r;
+    b->rc = pypool_call(b->p, "echo", payload, len, 20000, &r);
+    pypool_result_free(&r);
+    free(payload);
+    return NULL;
+}
+
+static bool pred_started(void *arg)
+{
+    return atomic_load(&((big_writer *)arg)->started) != 0;
+}
+
+/*
+ * A caller whose request waits behind another caller's write into a full request pipe still
+ * gets its deadline: the worker runs a plain handler (so it reads nothing), a 4 MiB request
+ * blocks in the pipe with a 20 s deadline, and a small call with a 300 ms deadline must give up
+ * at its own deadline, not the big writer's. Before the fix it waited for the pipe's lock until
+ * the big write gave up (20 s).
+ */
+Test(pool_mux, a_call_behind_a_blocked_request_write_keeps_its_deadline)
+{
+    pypool_config cfg;
+    tu_config(&cfg, "mux_mod", 1);
+    cfg.max_inflight = 4;
+    cfg.cancel_grace_ms = 60000;
+    pypool *p = pt_create(&cfg);
+    pt_call_job blocker; /* a plain handler: the worker reads nothing for 5 s */
+    pt_call_start(&blocker, p, NULL, "block", "5", NEVER_MS);
+    cr_assert(wait_inflight(p, 1), "the blocking call never started");
+    pypool_result r;
+    int rc;
+    big_writer b = {.p = p};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, big_writer_main, &b), 0);
+    cr_assert(tu_wait_until(pred_started, &b, NEVER_MS));
+    cr_assert(tu_wait_thread_blocked(b.tid, NEVER_MS), "the big write never blocked");
+    int64_t t0 = tu_now_ms();
+    rc = pypool_call(p, "echo", "small", 5, 300, &r);
+    int64_t took = tu_now_ms() - t0;
+    PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "the call behind the blocked write");
+    pypool_result_free(&r);
+    cr_assert_lt(took, 2500, "gave up after %" PRId64 " ms (its deadline was 300 ms)", took);
+    pthread_join(t, NULL);
+    pt_call_join(&blocker);
+    pt_destroy(p);
 }
