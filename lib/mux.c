@@ -74,14 +74,16 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
         l->presented = false;
         return 0;
     }
-    pypool__lock(&p->mu);
-    if (new_id)
+    if (new_id) { /* a lane held between calls (a checkout) may have outlived its worker; a
+                     lane just taken finds a death through its reply (ENOTSENT if unread) */
+        pypool__lock(&p->mu);
         pypool__lane_new_id_locked(s, lane);
-    bool gone = l->err != 0 || s->reaped; /* a lane held between calls outlived its worker */
-    pypool__unlock(&p->mu);
-    if (gone) {
-        *reason = PYPOOL__BREAK_CRASH;
-        return PYPOOL__ENOTSENT;
+        bool gone = l->err != 0 || s->reaped;
+        pypool__unlock(&p->mu);
+        if (gone) {
+            *reason = PYPOOL__BREAK_CRASH;
+            return PYPOOL__ENOTSENT;
+        }
     }
     pypool__request_hdr h = {.id = l->id, /* the owner's to read: only it renews it */
                              .method = method,
