@@ -45,15 +45,19 @@ bool pypool__lanes_init(pypool *p)
     return true;
 }
 
-void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l)
+void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l, pypool__wakes *wk)
 {
-    pypool__seq_bump(&l->signal);
+    /* The word always moves; the system call only when the owner sleeps on it: an owner not
+     * marked asleep has yet to look at its queue under mu, or is not waiting at all. */
+    atomic_fetch_add_explicit(&l->signal, 1, memory_order_release);
     if (l->reader_asleep) {
         l->reader_asleep = false;
         s->rx_sleepers--;
+        pypool__wakes_add(wk, &l->signal);
     }
     if (l->wake_word) {
-        pypool__wake_post(l->wake_word);
+        atomic_store_explicit(l->wake_word, 1, memory_order_release);
+        pypool__wakes_add(wk, l->wake_word);
         l->wake_word = NULL;
         s->rx_sleepthrough--;
     }
@@ -249,7 +253,7 @@ void pypool__lanes_fail_locked(pypool *p, pypool__slot *s)
             free_lane_locked(p, s, k);
         } else if (l->state == PYPOOL__LANE_OWNED && !l->final) {
             l->err = PYPOOL_EWORKER;
-            pypool__lane_wake_locked(s, l);
+            pypool__lane_wake_locked(s, l, NULL);
         }
     }
     s->deadline_ns = 0;
@@ -257,7 +261,7 @@ void pypool__lanes_fail_locked(pypool *p, pypool__slot *s)
 }
 
 bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool__Envelope *env,
-                                 size_t bytes, bool final)
+                                 size_t bytes, bool final, pypool__wakes *wk)
 {
     pypool__assert_locked(p);
     unsigned lane = (unsigned)(id & PYPOOL__LANE_MASK);
@@ -279,7 +283,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     if (!rx) {
         pypool__envelope_free(env);
         l->err = PYPOOL_ENOMEM;
-        pypool__lane_wake_locked(s, l);
+        pypool__lane_wake_locked(s, l, wk);
         return true;
     }
     *rx = (pypool__rx){.env = env, .bytes = bytes};
@@ -293,7 +297,7 @@ bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool
     l->final = final;
     if (l->queued >= PYPOOL__LANE_WINDOW_FRAMES || l->queued_bytes >= PYPOOL__LANE_WINDOW_BYTES)
         s->rx_paused = true;
-    pypool__lane_wake_locked(s, l);
+    pypool__lane_wake_locked(s, l, wk);
     return true;
 }
 

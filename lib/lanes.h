@@ -8,10 +8,12 @@
 #define PYPOOL_LANES_H
 
 #include "slots.h"
+#include "sync.h"
 
 /* Wakes a lane's owner (its futex word, or a waiter sleeping through its hand-off) and marks
- * it no longer asleep as a would-be reader. */
-void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l);
+ * it no longer asleep as a would-be reader. The futex system call goes into wk, to be made
+ * once mu is released (NULL: now), and only if someone sleeps on the word. */
+void pypool__lane_wake_locked(pypool__slot *s, pypool__lane *l, pypool__wakes *wk);
 
 /* Frames (or bytes) queued on one lane beyond which the reaper stops reading that worker's
  * reply pipe until the lane's owner catches up: the worker's writes then block (a slow stream
@@ -39,10 +41,11 @@ bool pypool__lane_orphan_locked(pypool *p, pypool__slot *s, unsigned lane);
 /* The worker is gone (reaped): owned lanes learn PYPOOL_EWORKER, orphans are freed. */
 void pypool__lanes_fail_locked(pypool *p, pypool__slot *s);
 
-/* The reaper routes a decoded frame for lane `lane` (request id `id`); takes env. Returns
- * false if no lane waits for that id (the caller drops it). */
+/* The reader routes a decoded frame for lane `lane` (request id `id`); takes env. Returns
+ * false if no lane waits for that id (the caller drops it). The owner's wake-up goes into wk
+ * (pypool__lane_wake_locked). */
 bool pypool__lane_deliver_locked(pypool *p, pypool__slot *s, uint64_t id, Pypool__Envelope *env,
-                                 size_t bytes, bool final);
+                                 size_t bytes, bool final, pypool__wakes *wk);
 /* The owner takes the oldest queued frame (NULL if none); resumes a paused reply pipe. */
 Pypool__Envelope *pypool__lane_pop_locked(pypool *p, pypool__slot *s, unsigned lane);
 

@@ -151,14 +151,16 @@ static void read_as_leader(pypool *p, pypool__slot *s, pypool__lane *l, int64_t 
     int rc = pypool__rx_pump(p, s, false); /* complete frames the last holder left buffered */
     int waited = WAIT_TICK;
     for (;;) {
+        pypool__wakes wk = {.n = 0};
         pypool__lock(&p->mu);
         bool done = rc < 0 || l->head || l->err || waited == WAIT_DEAD || waited == WAIT_TIMEOUT ||
                     !pypool__rx_readable_locked(s);
         if (done) {
             s->rx_dead |= waited == WAIT_DEAD; /* the reaper's reaping fails the lanes */
-            pypool__rx_release_locked(p, s);
+            pypool__rx_release_locked(p, s, &wk);
         }
         pypool__unlock(&p->mu);
+        pypool__wakes_flush(&wk);
         if (done)
             break;
         waited = wait_for_replies(s, limit);

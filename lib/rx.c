@@ -59,6 +59,7 @@ static void route_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, cons
     /* One lock for the batch; what needs I/O or a log line waits until it is released. */
     Pypool__Envelope *dropped[PYPOOL__RX_BATCH];
     unsigned nrefused = 0, ndropped = 0;
+    pypool__wakes wk = {.n = 0};
     pypool__lock(&p->mu);
     int pid = s->child.pid;
     for (unsigned i = 0; i < n; i++) {
@@ -69,10 +70,11 @@ static void route_batch(pypool *p, pypool__slot *s, Pypool__Envelope **env, cons
             pypool__owe_refusal_locked(p, s, env[i]->host_call->id, id);
             pypool__envelope_free(env[i]);
             nrefused++;
-        } else if (id == 0 || !pypool__lane_deliver_locked(p, s, id, env[i], len[i], final))
+        } else if (id == 0 || !pypool__lane_deliver_locked(p, s, id, env[i], len[i], final, &wk))
             dropped[ndropped++] = env[i];
     }
     pypool__unlock(&p->mu);
+    pypool__wakes_flush(&wk);
     if (nrefused)
         pypool__lanes_send_cancels(p, s); /* now if the pipe is free, else its next writer */
     for (unsigned i = 0; i < ndropped; i++) {
@@ -100,7 +102,7 @@ bool pypool__rx_claim_locked(pypool__slot *s, int who)
     return true;
 }
 
-void pypool__rx_release_locked(pypool *p, pypool__slot *s)
+void pypool__rx_release_locked(pypool *p, pypool__slot *s, pypool__wakes *wk)
 {
     bool was_reaper = s->rx_role == PYPOOL__RX_REAPER;
     s->rx_role = PYPOOL__RX_NONE;
@@ -111,7 +113,7 @@ void pypool__rx_release_locked(pypool *p, pypool__slot *s)
     for (unsigned k = 0; (s->rx_sleepers || s->rx_sleepthrough) && k < p->cfg.max_inflight; k++) {
         pypool__lane *l = &s->lanes[k];
         if (l->reader_asleep || (l->wake_word && !s->rx_sleepers)) {
-            pypool__lane_wake_locked(s, l);
+            pypool__lane_wake_locked(s, l, wk);
             return;
         }
     }

@@ -14,8 +14,9 @@ bool pypool__rx_readable_locked(const pypool__slot *s);
 /* With mu held: takes the reader role for `who` if nobody holds it and the pipe is readable. */
 bool pypool__rx_claim_locked(pypool__slot *s, int who);
 /* With mu held: gives the role up: to a caller asleep on its lane if there is one (it is
- * woken to take it), else to the reaper (kicked unless it is the one letting go). */
-void pypool__rx_release_locked(pypool *p, pypool__slot *s);
+ * woken to take it; the wake-up goes into wk, NULL: now), else to the reaper (kicked unless it
+ * is the one letting go). */
+void pypool__rx_release_locked(pypool *p, pypool__slot *s, pypool__wakes *wk);
 /* The role holder, without mu: reads once if `fill` (poll said readable), then routes every
  * complete buffered frame to its lane. Returns the frames routed, or the channel's error (< 0:
  * pass it to pypool__rx_broken after releasing the role). */

@@ -270,7 +270,7 @@ static void mux_replies(pypool *p, pypool__slot *s)
 {
     int rc = pypool__rx_pump(p, s, true);
     pypool__lock(&p->mu);
-    pypool__rx_release_locked(p, s);
+    pypool__rx_release_locked(p, s, NULL);
     pypool__unlock(&p->mu);
     if (rc < 0)
         pypool__rx_broken(p, s, rc);

@@ -125,10 +125,15 @@ bool pypool__wake_wait_until(atomic_uint *word, int64_t deadline_ns)
     return true;
 }
 
+void pypool__futex_wake(atomic_uint *word)
+{
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}
+
 void pypool__wake_post(atomic_uint *word)
 {
     atomic_store_explicit(word, 1, memory_order_release);
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+    pypool__futex_wake(word);
 }
 
 bool pypool__seq_wait_until(atomic_uint *word, unsigned seen, int64_t deadline_ns)
@@ -146,5 +151,21 @@ bool pypool__seq_wait_until(atomic_uint *word, unsigned seen, int64_t deadline_n
 void pypool__seq_bump(atomic_uint *word)
 {
     atomic_fetch_add_explicit(word, 1, memory_order_release);
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+    pypool__futex_wake(word);
+}
+
+void pypool__wakes_add(pypool__wakes *wk, atomic_uint *word)
+{
+    if (wk && wk->n < PYPOOL__WAKES_MAX)
+        wk->word[wk->n++] = word;
+    else
+        pypool__futex_wake(word);
+}
+
+void pypool__wakes_flush(pypool__wakes *wk)
+{
+    /* A word whose waiter already left is harmless to wake (pypool__wake_post). */
+    for (unsigned i = 0; i < wk->n; i++)
+        pypool__futex_wake(wk->word[i]);
+    wk->n = 0;
 }

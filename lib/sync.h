@@ -42,6 +42,23 @@ void pypool__wake_post(atomic_uint *word);
 bool pypool__seq_wait_until(atomic_uint *word, unsigned seen, int64_t deadline_ns);
 void pypool__seq_bump(atomic_uint *word);
 
+/*
+ * The system call half of the two above: wakes one thread asleep on word. A waker that changed
+ * the word under a lock calls it after the unlock (see pypool__wakes), so the woken thread does
+ * not at once block on that lock.
+ */
+void pypool__futex_wake(atomic_uint *word);
+
+/* Wake-ups decided under a lock and made after it (pypool__wakes_flush). When full, a wake-up
+ * is made at once (correct, only slower). */
+#define PYPOOL__WAKES_MAX 64
+typedef struct pypool__wakes {
+    atomic_uint *word[PYPOOL__WAKES_MAX];
+    unsigned n;
+} pypool__wakes;
+void pypool__wakes_add(pypool__wakes *wk, atomic_uint *word); /* wk NULL: wake now */
+void pypool__wakes_flush(pypool__wakes *wk);
+
 /* Disables thread cancellation for the duration of a library call (restored by the pair). */
 int pypool__nocancel_begin(void);
 void pypool__nocancel_end(int old_state);
