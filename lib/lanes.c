@@ -367,8 +367,17 @@ static void send_refusals_wlocked(pypool *p, pypool__slot *s)
     }
 }
 
+/* Anything owed to the worker (Cancels, HostReply refusals)? Without mu: a writer looks after
+ * every request, and almost always nothing is. */
+static bool owed(pypool__slot *s)
+{
+    return atomic_load(&s->nrefusals) != 0 || atomic_load(&s->cancels_unsent) != 0;
+}
+
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s)
 {
+    if (!owed(s))
+        return;
     send_refusals_wlocked(p, s);
     for (;;) {
         uint64_t id = 0;
@@ -406,9 +415,19 @@ void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s)
 void pypool__lanes_send_cancels(pypool *p, pypool__slot *s)
 {
     if (pthread_mutex_trylock(&s->wmu) != 0)
-        return; /* a writer is at work: it sends them before it lets go */
+        return; /* a writer is at work: it sends them when it lets go (pypool__lanes_wunlock) */
     pypool__lanes_send_cancels_wlocked(p, s);
     pypool__unlock(&s->wmu);
+}
+
+void pypool__lanes_wunlock(pypool *p, pypool__slot *s)
+{
+    pypool__lanes_send_cancels_wlocked(p, s);
+    pypool__unlock(&s->wmu);
+    /* A debt added after that look found wmu taken and left it to us: one more try now that it
+     * is free (the reaper's grace timer is the backstop if this one loses a race too). */
+    if (owed(s))
+        pypool__lanes_send_cancels(p, s);
 }
 
 uint64_t pypool__lanes_consumed(pypool__slot *s)

@@ -62,6 +62,9 @@ void pypool__owe_refusal_locked(pypool *p, pypool__slot *s, uint64_t id, uint64_
 void pypool__lanes_send_cancels(pypool *p, pypool__slot *s);
 /* Same, for a thread that already holds s->wmu (a writer, right before letting go of it). */
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s);
+/* A writer letting go of s->wmu: sends what is owed first, and again after the unlock if a debt
+ * came meanwhile (its thread found wmu taken). */
+void pypool__lanes_wunlock(pypool *p, pypool__slot *s);
 
 /* Bytes of requests the worker took from its pipe (after it died: everything it ever read).
  * Takes wmu. */

@@ -103,8 +103,7 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
         struct iovec iov[2] = {{s->lane_wbuf.data, s->lane_wbuf.len}, {(void *)payload, len}};
         rc = write_frame_wlocked(s, iov, len ? 2 : 1, deadline_ns, &written);
     }
-    pypool__lanes_send_cancels_wlocked(p, s); /* owed by threads that found wmu taken */
-    pypool__unlock(&s->wmu);
+    pypool__lanes_wunlock(p, s); /* with what threads that found wmu taken owe */
     if (rc == PYPOOL_EINVAL)
         return pypool__result_fail(out, rc,
                                    "request of %zu payload bytes exceeds max_frame_bytes (%u)", len,
@@ -233,8 +232,7 @@ static int lane_send_frame(pypool__xchg *x, const void *frame, size_t len)
     if (!pypool__lock_until(&s->wmu, x->deadline_ns))
         return PYPOOL_ETIMEDOUT;
     int rc = write_frame_wlocked(s, &iov, 1, x->deadline_ns, &written);
-    pypool__lanes_send_cancels_wlocked(x->p, s);
-    pypool__unlock(&s->wmu);
+    pypool__lanes_wunlock(x->p, s);
     if (rc && written)
         pypool__slot_kill(x->p, s); /* a torn frame: the worker cannot be talked to any more */
     return rc;
@@ -360,8 +358,7 @@ void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_
         struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
         rc = write_frame_wlocked(s, &iov, 1, deadline, &written);
     }
-    pypool__lanes_send_cancels_wlocked(p, s);
-    pypool__unlock(&s->wmu);
+    pypool__lanes_wunlock(p, s);
     if (rc != 0 && written > 0) { /* torn: the worker cannot be talked to any more */
         pypool__slot_kill(p, s);
         *reason = PYPOOL__BREAK_TIMEOUT;
@@ -389,8 +386,7 @@ bool pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypoo
         (void)write_frame_wlocked(s, iov, pre->len ? 2 : 1, 0, &written);
         l->presented_ns = pypool__now_ns();
     }
-    pypool__lanes_send_cancels_wlocked(p, s);
-    pypool__unlock(&s->wmu);
+    pypool__lanes_wunlock(p, s);
     l->presented = written > 0;
     return l->presented;
 }

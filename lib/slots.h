@@ -182,11 +182,14 @@ typedef struct pypool__slot {
     unsigned rx_sleepers;     /* owners asleep with nothing queued (lane.reader_asleep) */
     unsigned rx_sleepthrough; /* waiters sleeping through their hand-off (lane.wake_word) */
     bool rx_dead;             /* a reader saw the worker's pidfd fire: wait for the reaper */
-    unsigned cancels_unsent;  /* orphans whose Cancel could not be written yet */
+    /* Orphans whose Cancel could not be written yet. Changed under mu; atomic so that a writer
+     * can see without mu that nothing is owed (every request write looks). */
+    atomic_uint cancels_unsent;
     /* HostCalls of orphaned lanes still owed an error HostReply (the handler waits for one):
-     * (id, call_id) pairs, room for 2 * max_inflight allocated with the lanes. */
+     * (id, call_id) pairs, room for 2 * max_inflight allocated with the lanes. nrefusals: as
+     * cancels_unsent. */
     uint64_t (*refusals)[2];
-    unsigned nrefusals;
+    atomic_uint nrefusals;
     /* The request pipe's writers (callers, Cancel, HostReply) take wmu; never while holding mu
      * (mu may be taken under wmu). req_bytes [wmu]: every byte ever written to this worker's
      * request pipe, so req_bytes - FIONREAD is what the worker took. */
