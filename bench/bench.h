@@ -108,6 +108,12 @@ typedef struct bench_proc {
 /* Starts argv (argv[0] an absolute path) with fd 0 = /dev/null, 1 = stdout_fd (or inherited if
  * < 0), 2 inherited, 3 = requests in, 4 = replies out, PYTHONPATH = pythonpath. */
 int bench_spawn(const char *const *argv, const char *pythonpath, int stdout_fd, bench_proc *out);
+/* The same with nreply reply pipes, the child's fds 4 .. 4 + nreply - 1; their read ends go to
+ * reply_r (reply_r[0] is also out->from_child, closed by bench_proc_finish; the caller closes
+ * the rest). */
+#define BENCH_MAX_REPLY_PIPES 64
+int bench_spawn_replies(const char *const *argv, const char *pythonpath, int stdout_fd,
+                        unsigned nreply, bench_proc *out, int *reply_r);
 /* Closes the pipes, then waits for the child; returns its wait status. */
 int bench_proc_finish(bench_proc *p);
 /* Runs argv to completion and returns its stdout (malloc'd, NUL-terminated) or NULL. */
@@ -139,6 +145,20 @@ typedef struct floor_child {
 int floor_start(const bench_opts *o, floor_child *c);
 int floor_call(floor_child *c, const char *method, const void *payload, size_t len);
 void floor_stop(floor_child *c);
+
+/* ---- relay.c: the leanest dispatcher of T threads onto W floor children (oversubscribed) ---- */
+
+#define RELAY_MAX_CHILDREN 4
+typedef struct relay relay;
+/* threads <= BENCH_MAX_REPLY_PIPES client threads (tids 0 .. threads - 1), `children` children,
+ * one request in flight per child until relay_set_inflight says otherwise. */
+int relay_start(const bench_opts *o, unsigned children, unsigned threads, relay **out);
+void relay_set_inflight(relay *r, unsigned inflight);
+unsigned relay_children(const relay *r);
+pid_t relay_pid(const relay *r, unsigned child);
+/* An echo of payload (at most PIPE_BUF / 2 bytes) by client thread tid. */
+int relay_call(relay *r, unsigned tid, const void *payload, size_t len);
+void relay_stop(relay *r);
 
 /* ---- poolside.c: pypool configured for the bench ------------------------------------------- */
 

@@ -14,9 +14,14 @@
  * what each design can reach. "reaper" rows: the host's threads that existed before the run
  * (the pools' reapers; part of "host"), which sit in the data path of multiplexed workers.
  *
- * Each round measures the floor and the four pool points once, in an order that flips every
- * round; figures are medians over rounds. Calls are counted when they complete in the window
- * (window.c).
+ * The relay (relay.c) runs the same four points: the leanest dispatcher of these threads onto
+ * two floor children, one context switch per call (each thread its own reply pipe, hand-off
+ * writes, no pool). Its rows ("relay") say how much of the gap to the floor any dispatcher
+ * would keep on this machine, and how much is pypool's own.
+ *
+ * Each round measures the floor, the four pool points and the four relay points once, in an
+ * order that flips every round; figures are medians over rounds. Calls are counted when they
+ * complete in the window (window.c).
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,8 +31,9 @@
 #include "contenders.h"
 
 #define OS_WORKERS 2
-#define OS_POINTS  4               /* threads x max_inflight */
-#define OS_RUNS    (OS_POINTS + 1) /* the floor, then the points */
+#define OS_POINTS  4                   /* threads x max_inflight */
+#define OS_RUNS    (2 * OS_POINTS + 1) /* the floor, the pool's points, the relay's */
+#define OS_MAX_THR 64
 #define PAYLOAD    16
 
 static const unsigned os_threads[OS_POINTS] = {8, 8, 64, 64};
@@ -49,7 +55,8 @@ enum {
 };
 
 typedef struct os_ctx {
-    pypool *pool; /* NULL: the floor */
+    pypool *pool; /* NULL (and relay NULL): the floor */
+    relay *relay;
     floor_child *floors;
     const uint8_t *payload;
     uint64_t host[2], work[2];       /* context switches at the window's start and end */
@@ -65,6 +72,8 @@ static int os_call(void *ctxp, unsigned tid)
     os_ctx *c = ctxp;
     if (c->pool)
         return pool_echo(c->pool, "echo", c->payload, PAYLOAD, NULL);
+    if (c->relay)
+        return relay_call(c->relay, tid, c->payload, PAYLOAD);
     return floor_call(&c->floors[tid % OS_WORKERS], "echo", c->payload, PAYLOAD);
 }
 
@@ -82,6 +91,13 @@ static void os_mark(void *ctxp, int which)
     if (c->pool) {
         c->work[which] = pool_workers_ctxsw(c->pool);
         c->work_cpu[which] = pool_workers_cpu_s(c->pool);
+    } else if (c->relay) {
+        c->work[which] = 0;
+        c->work_cpu[which] = 0;
+        for (unsigned i = 0; i < relay_children(c->relay); i++) {
+            c->work[which] += proc_ctxsw(relay_pid(c->relay, i));
+            c->work_cpu[which] += proc_cpu_s(relay_pid(c->relay, i));
+        }
     } else {
         c->work[which] = proc_ctxsw(c->floors[0].proc.pid) + proc_ctxsw(c->floors[1].proc.pid);
         c->work_cpu[which] = proc_cpu_s(c->floors[0].proc.pid) + proc_cpu_s(c->floors[1].proc.pid);
@@ -97,7 +113,10 @@ static void os_measure(const bench_opts *o, os_ctx *c, unsigned threads, double 
     if (win_run(threads, o->warmup, o->seconds, true, os_call, os_mark, c, &res) != 0)
         return;
     if (res.errors)
-        bench_warn("oversubscribed: %s: %llu failed calls", c->pool ? "pypool" : "floor",
+        bench_warn("oversubscribed: %s: %llu failed calls",
+                   c->pool    ? "pypool"
+                   : c->relay ? "relay"
+                              : "floor",
                    (unsigned long long)res.errors);
     if (res.done) {
         fig[F_RATE] = res.calls_per_s;
@@ -162,6 +181,31 @@ static void os_report(const bench_opts *o, double fig[OS_RUNS][F_COUNT][BENCH_MA
                     spread ? NAN : fl[rows[i].fig], rows[i].no_ratio, note);
         }
     }
+    /* The relay's rows: its rate and what it costs, each beside the floor's. */
+    static const char *const relay_note =
+        "relay: a reply pipe per thread, hand-off writes, no pool";
+    static const struct {
+        const char *suffix, *unit;
+        int fig;
+        bool higher;
+    } relay_rows[] = {
+        {"", "calls/s", F_RATE, true},
+        {" cs host", "sw/call", F_CS_HOST, false},
+        {" cs wrk", "sw/call", F_CS_WORK, false},
+        {" CPU host", "us/call", F_CPU_HOST, false},
+        {" CPU wrk", "us/call", F_CPU_WORK, false},
+    };
+    for (int p = 0; p < OS_POINTS; p++) {
+        const double *m = med[OS_POINTS + 1 + p], *fl = med[0];
+        for (size_t i = 0; i < sizeof relay_rows / sizeof relay_rows[0]; i++) {
+            char label[48];
+            snprintf(label, sizeof label, "%u thr if=%u relay%s", os_threads[p], os_inflight[p],
+                     relay_rows[i].suffix);
+            int f = relay_rows[i].fig;
+            add_row(label, relay_rows[i].unit, relay_rows[i].higher, m[f], fl[f], false,
+                    relay_note);
+        }
+    }
 }
 
 void scenario_oversubscribed(const bench_opts *o)
@@ -174,31 +218,40 @@ void scenario_oversubscribed(const bench_opts *o)
     uint8_t *payload = payload_new(PAYLOAD);
     floor_child fl[OS_WORKERS];
     pypool *pools[2] = {NULL, NULL}; /* max_inflight 1, 2 */
+    relay *rl = NULL;
     progress_begin("oversubscribed", o->rounds * OS_RUNS);
     if (floors_start(o, fl, OS_WORKERS) != 0)
         goto out;
     for (unsigned i = 0; i < 2; i++)
         pool_open_inflight(o, "bench_mod", OS_WORKERS, i + 1, &pools[i]);
+    if (relay_start(o, OS_WORKERS, OS_MAX_THR, &rl) != 0)
+        bench_warn("oversubscribed: cannot start the relay's children");
     for (unsigned r = 0; r < o->rounds; r++)
         for (unsigned j = 0; j < OS_RUNS; j++) {
             unsigned k = r % 2 ? OS_RUNS - 1 - j : j;
+            unsigned p = k == 0 ? 0 : (k - 1) % OS_POINTS; /* the point, for k > 0 */
             os_ctx c = {.floors = fl, .payload = payload};
             c.nlib = self_other_tids(c.lib_tids, 8);
-            if (k > 0) {
-                c.pool = pools[os_inflight[k - 1] - 1];
-                if (!c.pool) {
-                    progress_step("");
-                    continue;
-                }
+            if (k > OS_POINTS) {
+                c.relay = rl;
+                if (rl)
+                    relay_set_inflight(rl, os_inflight[p]);
+            } else if (k > 0) {
+                c.pool = pools[os_inflight[p] - 1];
+            }
+            if (k > 0 && !c.pool && !c.relay) {
+                progress_step("");
+                continue;
             }
             double f[F_COUNT];
-            os_measure(o, &c, k == 0 ? OS_WORKERS : os_threads[k - 1], f);
+            os_measure(o, &c, k == 0 ? OS_WORKERS : os_threads[p], f);
             for (int x = 0; x < F_COUNT; x++)
                 fig[k][x][r] = f[x];
-            progress_step(k == 0 ? "floor" : "");
+            progress_step(k == 0 ? "floor" : k > OS_POINTS ? "relay" : "");
         }
     for (unsigned i = 0; i < 2; i++)
         pypool_destroy(pools[i]);
+    relay_stop(rl);
     floors_stop(fl, OS_WORKERS);
 out:
     progress_end();

@@ -1,8 +1,9 @@
 /*
  * spawn.c - shell-free child processes for the baselines: posix_spawn with the child's fds laid
- * out like pypool's workers (0 = /dev/null, 3 = requests in, 4 = replies out), an explicit envp
- * (never setenv) and a default signal mask and dispositions. Every fd created here is O_CLOEXEC
- * so that children started in parallel never inherit each other's pipes.
+ * out like pypool's workers (0 = /dev/null, 3 = requests in, 4 = replies out; the relay's
+ * children have more reply pipes, 4, 5, ...), an explicit envp (never setenv) and a default
+ * signal mask and dispositions. Every fd created here is O_CLOEXEC so that children started in
+ * parallel never inherit each other's pipes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,15 +26,15 @@ const char *bench_pythonpath(void)
     return BENCH_PY_DIR ":" BENCH_PB2_DIR;
 }
 
-/* A pipe whose ends are O_CLOEXEC and numbered >= 10, so that dup2 onto 3 and 4 in the child
- * never meets one of its own source fds. */
+/* A pipe whose ends are O_CLOEXEC and numbered above every fd the child's layout uses, so that
+ * dup2 onto 3, 4, ... in the child never meets one of its own source fds. */
 static int pipe_high(int fds[2])
 {
     int raw[2];
     if (pipe2(raw, O_CLOEXEC) != 0)
         return -1;
     for (int i = 0; i < 2; i++) {
-        fds[i] = fcntl(raw[i], F_DUPFD_CLOEXEC, 10);
+        fds[i] = fcntl(raw[i], F_DUPFD_CLOEXEC, 8 + BENCH_MAX_REPLY_PIPES);
         close(raw[i]);
     }
     if (fds[0] < 0 || fds[1] < 0) {
@@ -80,8 +81,8 @@ static void free_envp(char **envp)
     free(envp);
 }
 
-static int spawn_with_fds(const char *const *argv, char **envp, int req_r, int resp_w,
-                          int stdout_fd, pid_t *pid)
+static int spawn_with_fds(const char *const *argv, char **envp, int req_r, const int *resp_w,
+                          unsigned nresp, int stdout_fd, pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -95,7 +96,8 @@ static int spawn_with_fds(const char *const *argv, char **envp, int req_r, int r
     if (stdout_fd >= 0)
         posix_spawn_file_actions_adddup2(&fa, stdout_fd, 1);
     posix_spawn_file_actions_adddup2(&fa, req_r, 3);
-    posix_spawn_file_actions_adddup2(&fa, resp_w, 4);
+    for (unsigned i = 0; i < nresp; i++) /* the sources are all above 4 + nresp (pipe_high) */
+        posix_spawn_file_actions_adddup2(&fa, resp_w[i], 4 + (int)i);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
@@ -106,35 +108,61 @@ static int spawn_with_fds(const char *const *argv, char **envp, int req_r, int r
     return rc;
 }
 
-int bench_spawn(const char *const *argv, const char *pythonpath, int stdout_fd, bench_proc *out)
+/* Closes what is open of n pipes. */
+static void close_pipes(int (*fds)[2], unsigned n)
 {
-    int req[2], resp[2];
+    for (unsigned i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++)
+            if (fds[i][k] >= 0)
+                close(fds[i][k]);
+}
+
+int bench_spawn_replies(const char *const *argv, const char *pythonpath, int stdout_fd,
+                        unsigned nreply, bench_proc *out, int *reply_r)
+{
+    int req[2] = {-1, -1}, resp[BENCH_MAX_REPLY_PIPES][2];
     out->pid = -1;
     out->to_child = out->from_child = -1;
-    if (pipe_high(req) != 0)
-        return -errno;
-    if (pipe_high(resp) != 0) {
-        int e = errno;
-        close(req[0]);
-        close(req[1]);
-        return -e;
+    if (nreply == 0 || nreply > BENCH_MAX_REPLY_PIPES)
+        return -EINVAL;
+    for (unsigned i = 0; i < nreply; i++)
+        resp[i][0] = resp[i][1] = -1;
+    int rc = pipe_high(req) != 0 ? errno : 0;
+    for (unsigned i = 0; rc == 0 && i < nreply; i++)
+        rc = pipe_high(resp[i]) != 0 ? errno : 0;
+    int resp_w[BENCH_MAX_REPLY_PIPES];
+    for (unsigned i = 0; rc == 0 && i < nreply; i++) {
+        /* The same pipe capacity as pypool's (1 MiB): a 64 KiB frame then fits in one write. */
+        (void)fcntl(resp[i][1], F_SETPIPE_SZ, BENCH_PIPE_SIZE);
+        resp_w[i] = resp[i][1];
     }
-    /* The same pipe capacity as pypool's (1 MiB): a 64 KiB frame then fits in one write. */
-    (void)fcntl(req[1], F_SETPIPE_SZ, BENCH_PIPE_SIZE);
-    (void)fcntl(resp[1], F_SETPIPE_SZ, BENCH_PIPE_SIZE);
-    char **envp = build_envp(pythonpath);
-    int rc = envp ? spawn_with_fds(argv, envp, req[0], resp[1], stdout_fd, &out->pid) : ENOMEM;
-    free_envp(envp);
-    close(req[0]);
-    close(resp[1]);
+    char **envp = NULL;
+    if (rc == 0) {
+        (void)fcntl(req[1], F_SETPIPE_SZ, BENCH_PIPE_SIZE);
+        envp = build_envp(pythonpath);
+        rc = envp ? spawn_with_fds(argv, envp, req[0], resp_w, nreply, stdout_fd, &out->pid)
+                  : ENOMEM;
+        free_envp(envp);
+    }
     if (rc != 0) {
-        close(req[1]);
-        close(resp[0]);
+        close_pipes(&req, 1);
+        close_pipes(resp, nreply);
         return -rc;
     }
+    close(req[0]);
     out->to_child = req[1];
-    out->from_child = resp[0];
+    for (unsigned i = 0; i < nreply; i++) {
+        close(resp[i][1]);
+        reply_r[i] = resp[i][0];
+    }
+    out->from_child = reply_r[0];
     return 0;
+}
+
+int bench_spawn(const char *const *argv, const char *pythonpath, int stdout_fd, bench_proc *out)
+{
+    int reply_r;
+    return bench_spawn_replies(argv, pythonpath, stdout_fd, 1, out, &reply_r);
 }
 
 int bench_proc_finish(bench_proc *p)

@@ -8,6 +8,9 @@ payload is never copied to prepend them (one os.write for small replies, os.writ
 ones). No Hello, sessions, deadlines, logging or checks beyond staying in sync. EOF on fd 3 or
 a Shutdown ends it. Needs pypool_pb2 (generated at build time) and bench_work on PYTHONPATH.
 
+With `--channels K` (the relay, bench/relay.c) it has K reply pipes, fds 4 .. 4 + K - 1, and
+answers request id on fd 4 + id % K: the relay gives every client thread its own pipe.
+
 Big requests (>= 256 KiB) are read into one reused buffer and their three fields are sliced out
 by hand: the protobuf parser would copy the payload twice into fresh memory, and fresh memory
 costs page faults that dwarf the transport (milliseconds per MiB on these VMs). The handler
@@ -100,29 +103,33 @@ class BigReader:
         return view
 
 
-def write_all(view):
+CHANNELS = 1  # reply pipes (--channels)
+
+
+def write_all(view, fd=RESP_FD):
     while view:
-        view = view[os.write(RESP_FD, view):]
+        view = view[os.write(fd, view):]
 
 
 def send_response(req_id, payload):
+    fd = RESP_FD + req_id % CHANNELS
     inner = 1 + len(varint(req_id)) + 1 + len(varint(len(payload))) + len(payload)
     body = bytes([TAG_ENVELOPE_RESPONSE]) + varint(inner) + bytes([TAG_RESPONSE_ID]) + \
         varint(req_id) + bytes([TAG_RESPONSE_PAYLOAD]) + varint(len(payload))
     head = HEADER.pack(len(body) + len(payload)) + body
     if len(payload) <= COALESCE_LIMIT:
-        write_all(memoryview(head + payload))
+        write_all(memoryview(head + payload), fd)
         return
-    done = os.writev(RESP_FD, (head, payload))
+    done = os.writev(fd, (head, payload))
     if done < len(head):
-        write_all(memoryview(head)[done:])
+        write_all(memoryview(head)[done:], fd)
         done = len(head)
-    write_all(memoryview(payload)[done - len(head):])
+    write_all(memoryview(payload)[done - len(head):], fd)
 
 
-def send_envelope(env):
+def send_envelope(env, fd=RESP_FD):
     body = env.SerializeToString()
-    write_all(memoryview(HEADER.pack(len(body)) + body))
+    write_all(memoryview(HEADER.pack(len(body)) + body), fd)
 
 
 def serve(req):
@@ -134,10 +141,13 @@ def serve(req):
     env.response.id = req.id
     env.response.error.type = "NoSuchMethod"
     env.response.error.message = req.method
-    send_envelope(env)
+    send_envelope(env, RESP_FD + req.id % CHANNELS)
 
 
 def main():
+    global CHANNELS
+    if len(sys.argv) == 3 and sys.argv[1] == "--channels":
+        CHANNELS = int(sys.argv[2])
     reader = io.BufferedReader(io.FileIO(REQ_FD, "rb", closefd=False), READ_BUFFER)
     big = BigReader(reader)
     from_string = pypool_pb2.Envelope.FromString
