@@ -146,7 +146,7 @@ int floor_start(const bench_opts *o, floor_child *c);
 int floor_call(floor_child *c, const char *method, const void *payload, size_t len);
 void floor_stop(floor_child *c);
 
-/* ---- relay.c: the leanest dispatcher of T threads onto W floor children (oversubscribed) ---- */
+/* ---- relay.c: a minimal dispatcher of T threads onto W floor children (oversubscribed) ----- */
 
 #define RELAY_MAX_CHILDREN 4
 typedef struct relay relay;

@@ -1,6 +1,6 @@
 /*
- * relay.c - the oversubscribed scenario's second baseline: the leanest dispatcher of T client
- * threads onto W floor_worker.py children over pipes, to show what any pool could reach where
+ * relay.c - the oversubscribed scenario's second baseline: a minimal dispatcher of T client
+ * threads onto W floor_worker.py children over pipes, to show what a pool could reach where
  * threads outnumber workers (docs/ARCHITECTURE.md, "Wake-ups cost what a call costs").
  *
  * What makes it lean is that every call costs one context switch, as a dedicated pair's does:

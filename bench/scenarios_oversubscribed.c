@@ -14,7 +14,7 @@
  * what each design can reach. "reaper" rows: the host's threads that existed before the run
  * (the pools' reapers; part of "host"), which sit in the data path of multiplexed workers.
  *
- * The relay (relay.c) runs the same four points: the leanest dispatcher of these threads onto
+ * The relay (relay.c) runs the same four points: a minimal dispatcher of these threads onto
  * two floor children, one context switch per call (each thread its own reply pipe, hand-off
  * writes, no pool). Its rows ("relay") say how much of the gap to the floor any dispatcher
  * would keep on this machine, and how much is pypool's own.
