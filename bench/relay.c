@@ -65,11 +65,18 @@ int relay_start(const bench_opts *o, unsigned children, unsigned threads, relay 
     snprintf(channels, sizeof channels, "%u", threads);
     const char *argv[] = {o->python, BENCH_PY_DIR "/floor_worker.py", "--channels", channels, NULL};
     int rc = 0;
-    for (; r->nchild < children && rc == 0; r->nchild++) {
+    while (r->nchild < children && rc == 0) {
         relay_child *c = &r->child[r->nchild];
         rc = bench_spawn_replies(argv, bench_pythonpath(), -1, threads, &c->proc, c->reply_r);
-        if (rc != 0)
-            break;
+        r->nchild += rc == 0;
+    }
+    /* Every child answers one echo (id 0: reply pipe 0) before any window opens, so that no
+     * measurement includes an interpreter's start-up (as floors_start does). */
+    for (unsigned i = 0; i < r->nchild && rc == 0; i++) {
+        size_t got;
+        rc = wire_send_request(r->child[i].proc.to_child, 0, "echo", "w", 1, &r->buf[0]);
+        if (rc == 0)
+            rc = wire_recv_response(r->child[i].reply_r[0], 0, &r->buf[0], &got);
     }
     if (rc != 0) {
         relay_stop(r);
