@@ -189,8 +189,7 @@ class Context:
 
     # __slots__: one Context is built per request, so keep it as light as possible.
     # The worker fills these slots directly rather than calling __init__ (a call per request):
-    # a new slot must be set in _classic.Worker.handle_request and _mux.MuxWorker._new_context
-    # too (tests/python checks this).
+    # a new slot must be set in _classic.Worker._new_context too (tests/python checks this).
     # The exception is `_call`, the runtime's state of the call (cancellation, host calls): the
     # classic loop leaves it unset for a plain call (setting it would cost every call), so it
     # is only ever read with getattr(self, "_call", None).

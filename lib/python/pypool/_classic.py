@@ -153,25 +153,7 @@ class Worker(Replies, Streams):
             self._send_no_such_method(request_id, method)
             return
 
-        # The Context, built slot by slot: Context.__init__ would cost a call and its defaults
-        # on every request. Same values as Context(request_id, method, deadline_ms, session,
-        # session_id, received_at=now); the clock is read only when there is a deadline.
-        deadline_ms = req.deadline_ms
-        session_id = req.session_id
-        ctx = _new_context(_Context)
-        ctx.request_id = request_id
-        ctx.method = method
-        ctx.deadline_ms = deadline_ms
-        ctx._deadline = _monotonic() + deadline_ms / 1000.0 if deadline_ms else None
-        if session_id:
-            session = self._sessions.get(session_id)
-            if session is None:
-                session = self._sessions[session_id] = {}
-            ctx.session = session
-            ctx.session_id = session_id
-        else:
-            ctx.session = ctx.session_id = None
-
+        ctx = self._new_context(req)
         try:
             result = fn(req.payload, ctx)
         except BaseException as exc:
@@ -187,6 +169,28 @@ class Worker(Replies, Streams):
             self._send(_wire.ok_response(request_id, result))
         else:
             self._send_result(request_id, method, result, ctx)
+
+    def _new_context(self, req):
+        """The request's Context, built slot by slot: Context.__init__ would cost a call and its
+        defaults on every request. Same values as Context(id, method, deadline_ms, session,
+        session_id, received_at=now); the clock is read only when there is a deadline. (The
+        multiplexed loop sets ctx._call itself when the call needs one.)"""
+        deadline_ms = req.deadline_ms
+        session_id = req.session_id
+        ctx = _new_context(_Context)
+        ctx.request_id = req.id
+        ctx.method = req.method
+        ctx.deadline_ms = deadline_ms
+        ctx._deadline = _monotonic() + deadline_ms / 1000.0 if deadline_ms else None
+        if session_id:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = {}
+            ctx.session = session
+            ctx.session_id = session_id
+        else:
+            ctx.session = ctx.session_id = None
+        return ctx
 
     # --- frames read while a call is in progress ------------------------------------------
     def _between_chunks(self, call):

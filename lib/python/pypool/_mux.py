@@ -13,7 +13,6 @@ import collections  # these two cost nothing: protobuf has imported them already
 import os
 import select
 import threading
-import time
 
 import pypool
 
@@ -23,9 +22,6 @@ from ._calls import DONE, READY, RUNNING, WAITING, Call
 from ._classic import Worker
 from ._mux_threads import MuxThreads, fatal
 
-_Context = pypool.Context
-_new_context = object.__new__
-_monotonic = time.monotonic
 
 _MAIN_THREAD_KINDS = (pypool.PLAIN, pypool.GENERATOR)
 _LOOP_KINDS = (pypool.ASYNC, pypool.ASYNC_GENERATOR)
@@ -187,25 +183,6 @@ class MuxWorker(MuxThreads, Worker):
                 return
             self._session_queues[ctx.session_id] = collections.deque()
         self._start(call)
-
-    def _new_context(self, req):
-        # As in Worker.handle_request (slot by slot); _call is set by the caller if needed.
-        deadline_ms = req.deadline_ms
-        session_id = req.session_id
-        ctx = _new_context(_Context)
-        ctx.request_id = req.id
-        ctx.method = req.method
-        ctx.deadline_ms = deadline_ms
-        ctx._deadline = _monotonic() + deadline_ms / 1000.0 if deadline_ms else None
-        if session_id:
-            session = self._sessions.get(session_id)
-            if session is None:
-                session = self._sessions[session_id] = {}
-            ctx.session = session
-            ctx.session_id = session_id
-        else:
-            ctx.session = ctx.session_id = None
-        return ctx
 
     def _on_cancel(self, request_id):
         call = self._calls.get(request_id)
