@@ -336,10 +336,28 @@ int64_t pypool__lanes_grace_locked(const pypool *p, const pypool__slot *s)
     return at;
 }
 
-/* Writes one Cancel per orphan still owed one; wmu held. A Cancel is a few bytes, less than
- * PIPE_BUF, so a write either takes it whole or takes nothing (then it stays owed). */
-/* Writes the owed HostReply refusals; wmu held. Each is well under PIPE_BUF: whole or not at
- * all. */
+int pypool__lanes_write_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
+                                size_t *written)
+{
+    *written = 0;
+    int rc = pypool__frame_write_held(s->child.req_fd, s->child.pidfd, iov, iovcnt, deadline_ns,
+                                      written);
+    s->req_bytes += *written;
+    return rc;
+}
+
+/* Writes the frame encoded in lane_wbuf without waiting (wmu held); true if the pipe took it
+ * whole. Owed frames are a few bytes, under PIPE_BUF: a write takes them whole or not at all
+ * (then they stay owed). */
+static bool write_owed_wlocked(pypool__slot *s)
+{
+    struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
+    size_t written;
+    (void)pypool__lanes_write_wlocked(s, &iov, 1, 0, &written);
+    return written == iov.iov_len;
+}
+
+/* Writes the owed HostReply refusals; wmu held. */
 static void send_refusals_wlocked(pypool *p, pypool__slot *s)
 {
     for (;;) {
@@ -354,11 +372,7 @@ static void send_refusals_wlocked(pypool *p, pypool__slot *s)
                                                  PYPOOL__HOST_ERR_CANCELED,
                                                  "the call was cancelled", 1u << 20) != 0)
             return;
-        struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
-        size_t written = 0;
-        (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, &written);
-        s->req_bytes += written;
-        if (written != iov.iov_len)
+        if (!write_owed_wlocked(s))
             return; /* full: the next writer, or the reaper's next round, takes over */
         pypool__lock(&p->mu);
         memmove(&s->refusals[0], &s->refusals[1], (s->nrefusals - 1) * sizeof s->refusals[0]);
@@ -374,6 +388,7 @@ static bool owed(pypool__slot *s)
     return atomic_load(&s->nrefusals) != 0 || atomic_load(&s->cancels_unsent) != 0;
 }
 
+/* Writes one Cancel per orphan still owed one (and the refusals first); wmu held. */
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s)
 {
     if (!owed(s))
@@ -396,11 +411,7 @@ void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s)
         pypool__unlock(&p->mu);
         if (id == 0 || pypool__encode_cancel(&s->lane_wbuf, id) != 0)
             return;
-        struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
-        size_t written = 0;
-        (void)pypool__frame_write_held(s->child.req_fd, -1, &iov, 1, 0, &written);
-        s->req_bytes += written;
-        if (written != iov.iov_len)
+        if (!write_owed_wlocked(s))
             return; /* the pipe is full: the next writer, or the grace deadline, takes over */
         pypool__lock(&p->mu);
         pypool__lane *l = &s->lanes[lane];

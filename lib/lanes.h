@@ -62,6 +62,10 @@ void pypool__owe_refusal_locked(pypool *p, pypool__slot *s, uint64_t id, uint64_
 void pypool__lanes_send_cancels(pypool *p, pypool__slot *s);
 /* Same, for a thread that already holds s->wmu (a writer, right before letting go of it). */
 void pypool__lanes_send_cancels_wlocked(pypool *p, pypool__slot *s);
+/* With wmu held: writes one frame into the request pipe (waiting for room until deadline_ns,
+ * or for the worker's death), counting in s->req_bytes the bytes the pipe was given. */
+int pypool__lanes_write_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
+                                size_t *written);
 /* A writer letting go of s->wmu: sends what is owed first, and again after the unlock if a debt
  * came meanwhile (its thread found wmu taken). */
 void pypool__lanes_wunlock(pypool *p, pypool__slot *s);

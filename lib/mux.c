@@ -35,17 +35,6 @@
 
 #define NO_PIDFD_TICK_MS 50 /* as the reaper's: how often a reader without a pidfd looks up */
 
-/* With wmu held: writes one frame, keeping the count of bytes the pipe was given. */
-static int write_frame_wlocked(pypool__slot *s, struct iovec *iov, int iovcnt, int64_t deadline_ns,
-                               size_t *written)
-{
-    *written = 0;
-    int rc = pypool__frame_write_held(s->child.req_fd, s->child.pidfd, iov, iovcnt, deadline_ns,
-                                      written);
-    s->req_bytes += *written;
-    return rc;
-}
-
 /* The request pipe was left with part of a frame: nothing more can be sent to this worker. */
 static int torn(pypool *p, pypool__slot *s, int rc, const char *method, pypool_result *out,
                 int *reason)
@@ -101,7 +90,7 @@ int pypool__lane_send(pypool *p, pypool__slot *s, unsigned lane, bool new_id,
     if (rc == 0) {
         l->req_start = s->req_bytes;
         struct iovec iov[2] = {{s->lane_wbuf.data, s->lane_wbuf.len}, {(void *)payload, len}};
-        rc = write_frame_wlocked(s, iov, len ? 2 : 1, deadline_ns, &written);
+        rc = pypool__lanes_write_wlocked(s, iov, len ? 2 : 1, deadline_ns, &written);
     }
     pypool__lanes_wunlock(p, s); /* with what threads that found wmu taken owe */
     if (rc == PYPOOL_EINVAL)
@@ -231,7 +220,7 @@ static int lane_send_frame(pypool__xchg *x, const void *frame, size_t len)
     size_t written;
     if (!pypool__lock_until(&s->wmu, x->deadline_ns))
         return PYPOOL_ETIMEDOUT;
-    int rc = write_frame_wlocked(s, &iov, 1, x->deadline_ns, &written);
+    int rc = pypool__lanes_write_wlocked(s, &iov, 1, x->deadline_ns, &written);
     pypool__lanes_wunlock(x->p, s);
     if (rc && written)
         pypool__slot_kill(x->p, s); /* a torn frame: the worker cannot be talked to any more */
@@ -356,7 +345,7 @@ void pypool__lane_session_close(pypool *p, pypool__slot *s, const char *session_
     size_t written = 0;
     if (rc == 0) {
         struct iovec iov = {s->lane_wbuf.data, s->lane_wbuf.len};
-        rc = write_frame_wlocked(s, &iov, 1, deadline, &written);
+        rc = pypool__lanes_write_wlocked(s, &iov, 1, deadline, &written);
     }
     pypool__lanes_wunlock(p, s);
     if (rc != 0 && written > 0) { /* torn: the worker cannot be talked to any more */
@@ -383,7 +372,7 @@ bool pypool__lane_present(pypool *p, pypool__slot *s, unsigned lane, const pypoo
         struct iovec iov[2] = {{s->lane_wbuf.data, s->lane_wbuf.len},
                                {(void *)pre->payload, pre->len}};
         /* At most PIPE_BUF bytes: the pipe takes them whole or not at all, without waiting. */
-        (void)write_frame_wlocked(s, iov, pre->len ? 2 : 1, 0, &written);
+        (void)pypool__lanes_write_wlocked(s, iov, pre->len ? 2 : 1, 0, &written);
         l->presented_ns = pypool__now_ns();
     }
     pypool__lanes_wunlock(p, s);
