@@ -111,9 +111,7 @@ def host_after_cancel(payload, ctx):
         if time.monotonic() > end:
             return b"never cancelled"
         time.sleep(0.002)
-    outcome = _host_outcome(lambda: ctx.host("upper", b"late"))
-    with _cancelled_lock:
-        _cancelled.add(key + "=" + outcome.decode())
+    outcome = _late_host_call(ctx, key)
     return outcome
 
 
@@ -124,9 +122,7 @@ def gen_then_host(payload, ctx):
     key = payload.decode()
     yield b"one"
     print("gen_then_host %s: calling the host" % key, flush=True)
-    outcome = _host_outcome(lambda: ctx.host("upper", b"late"))
-    with _cancelled_lock:
-        _cancelled.add(key + "=" + outcome.decode())
+    outcome = _late_host_call(ctx, key)
     yield outcome
 
 
@@ -286,6 +282,14 @@ def _host_outcome(call):
         return b"ok:" + call()
     except pypool.HostError as e:
         return ("HostError:%d" % e.code).encode()
+
+
+def _late_host_call(ctx, key):
+    """ctx.host("upper", b"late") from a call whose caller left; notes the outcome under key
+    (was_cancelled finds it as key=<outcome>)."""
+    outcome = _host_outcome(lambda: ctx.host("upper", b"late"))
+    _note_cancelled(key + "=" + outcome.decode())
+    return outcome
 
 
 @pypool.handler

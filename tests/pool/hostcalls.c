@@ -82,15 +82,20 @@ static int host_fn(void *ud, const char *name, const void *payload, size_t len, 
     return 7;
 }
 
+static void host_config(pypool_config *cfg, unsigned size, unsigned inflight, bool with_fn)
+{
+    tu_config(cfg, "mux_mod", size);
+    cfg->max_inflight = inflight;
+    if (with_fn) {
+        cfg->host_fn = host_fn;
+        cfg->host_ud = &host_calls;
+    }
+}
+
 static pypool *host_pool(unsigned size, unsigned inflight, bool with_fn)
 {
     pypool_config cfg;
-    tu_config(&cfg, "mux_mod", size);
-    cfg.max_inflight = inflight;
-    if (with_fn) {
-        cfg.host_fn = host_fn;
-        cfg.host_ud = &host_calls;
-    }
+    host_config(&cfg, size, inflight, with_fn);
     return pt_create(&cfg);
 }
 
@@ -273,6 +278,16 @@ Test(pool_hostcalls, threaded_host_calls_are_routed_to_their_callers)
 
 /* --- a host call of a cancelled call ------------------------------------------------------- */
 
+/* A pool of one worker with 4 lanes whose cancelled calls are not killed for a minute: a
+ * host call left unanswered would hold its lane that long. */
+static pypool *refusal_pool(void)
+{
+    pypool_config cfg;
+    host_config(&cfg, 1, 4, true);
+    cfg.cancel_grace_ms = 60000;
+    return pt_create(&cfg);
+}
+
 static bool pred_no_inflight(void *arg)
 {
     return pt_stats((pypool *)arg).inflight == 0;
@@ -284,15 +299,28 @@ static bool pred_no_inflight(void *arg)
  * ever and only the grace kill (60 s here) frees the lane. Before the fix the HostCall was
  * dropped with the orphaned lane's queue and the lane stayed in flight.
  */
+/*
+ * The handler of `what` (a call or stream whose caller left, on worker pid) noted key's host
+ * call: it must have got HostError(-3) from the pool, with its lane freed, the worker kept and
+ * host_fn never run.
+ */
+static void expect_refused(pypool *p, const char *key, int pid, long calls_before, const char *what)
+{
+    cr_assert(tu_wait_until(pred_no_inflight, p, NEVER_MS),
+              "%s: its host call was never answered, its lane is still in flight", what);
+    char noted[64];
+    snprintf(noted, sizeof noted, "%s=HostError:-3", key);
+    pypool_result r;
+    int rc = pt_call_str(p, "was_cancelled", noted, NEVER_MS, &r);
+    PT_ASSERT_REPLY(rc, &r, "yes", "the handler got HostError(-3) for its host call");
+    cr_assert_eq(r.worker_pid, pid, "the worker was replaced");
+    pypool_result_free(&r);
+    cr_assert_eq(atomic_load(&host_calls), calls_before, "host_fn ran for %s", what);
+}
+
 Test(pool_hostcalls, a_host_call_of_a_cancelled_call_is_refused_not_left_waiting)
 {
-    pypool_config cfg;
-    tu_config(&cfg, "mux_mod", 1);
-    cfg.max_inflight = 4;
-    cfg.cancel_grace_ms = 60000;
-    cfg.host_fn = host_fn;
-    cfg.host_ud = &host_calls;
-    pypool *p = pt_create(&cfg);
+    pypool *p = refusal_pool();
     caller_begin("caller");
     long calls_before = atomic_load(&host_calls);
     pypool_result r;
@@ -300,13 +328,7 @@ Test(pool_hostcalls, a_host_call_of_a_cancelled_call_is_refused_not_left_waiting
     PT_ASSERT_RC(rc, PYPOOL_ETIMEDOUT, &r, "the call that is cancelled");
     int pid = r.worker_pid;
     pypool_result_free(&r);
-    cr_assert(tu_wait_until(pred_no_inflight, p, NEVER_MS),
-              "the cancelled call's host call was never answered: its lane is still in flight");
-    rc = pt_call_str(p, "was_cancelled", "k1=HostError:-3", NEVER_MS, &r);
-    PT_ASSERT_REPLY(rc, &r, "yes", "the handler got HostError(-3) for its late host call");
-    cr_assert_eq(r.worker_pid, pid, "the worker was replaced");
-    pypool_result_free(&r);
-    cr_assert_eq(atomic_load(&host_calls), calls_before, "host_fn ran for a cancelled call");
+    expect_refused(p, "k1", pid, calls_before, "a cancelled call");
     cr_assert_eq(pt_stats(p).restarts, 0);
     pt_destroy(p);
 }
@@ -325,13 +347,7 @@ static bool pred_host_call_announced(void *arg)
  */
 Test(pool_hostcalls, closing_a_stream_answers_its_pending_host_call)
 {
-    pypool_config cfg;
-    tu_config(&cfg, "mux_mod", 1);
-    cfg.max_inflight = 4;
-    cfg.cancel_grace_ms = 60000;
-    cfg.host_fn = host_fn;
-    cfg.host_ud = &host_calls;
-    pypool *p = pt_create(&cfg);
+    pypool *p = refusal_pool();
     caller_begin("caller");
     long calls_before = atomic_load(&host_calls);
     pypool_stream *st;
@@ -344,12 +360,6 @@ Test(pool_hostcalls, closing_a_stream_answers_its_pending_host_call)
     pypool_result_free(&r);
     cr_assert(tu_wait_until(pred_host_call_announced, NULL, NEVER_MS));
     pypool_stream_close(st);
-    cr_assert(tu_wait_until(pred_no_inflight, p, NEVER_MS),
-              "the closed stream's host call was never answered: its lane is still in flight");
-    rc = pt_call_str(p, "was_cancelled", "k2=HostError:-3", NEVER_MS, &r);
-    PT_ASSERT_REPLY(rc, &r, "yes", "the handler got HostError(-3) for its host call");
-    cr_assert_eq(r.worker_pid, pid, "the worker was replaced");
-    pypool_result_free(&r);
-    cr_assert_eq(atomic_load(&host_calls), calls_before, "host_fn ran for a closed stream");
+    expect_refused(p, "k2", pid, calls_before, "a closed stream");
     pt_destroy(p);
 }

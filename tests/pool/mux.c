@@ -599,11 +599,7 @@ static bool pred_started(void *arg)
  */
 Test(pool_mux, a_call_behind_a_blocked_request_write_keeps_its_deadline)
 {
-    pypool_config cfg;
-    tu_config(&cfg, "mux_mod", 1);
-    cfg.max_inflight = 4;
-    cfg.cancel_grace_ms = 60000;
-    pypool *p = pt_create(&cfg);
+    pypool *p = mux_pool(1, 4, 60000);
     pt_call_job blocker; /* a plain handler: the worker reads nothing for 5 s */
     pt_call_start(&blocker, p, NULL, "block", "5", NEVER_MS);
     cr_assert(wait_inflight(p, 1), "the blocking call never started");
