@@ -63,6 +63,16 @@ _cancelled = set()  # keys of calls that saw their cancellation
 _cancelled_lock = threading.Lock()
 
 
+def _wait_cancelled(ctx):
+    """Polls ctx.cancelled() until it turns True (True) or _NEVER seconds pass (False)."""
+    end = time.monotonic() + _NEVER
+    while not ctx.cancelled():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.002)
+    return True
+
+
 def _note_cancelled(key):
     with _cancelled_lock:
         _cancelled.add(key)
@@ -91,11 +101,8 @@ async def asleep_note(payload, ctx):
 def twait_cancel(payload, ctx):
     """Threaded: b"key"; polls ctx.cancelled() until it turns True, notes key, returns."""
     key = payload.decode()
-    end = time.monotonic() + _NEVER
-    while not ctx.cancelled():
-        if time.monotonic() > end:
-            return b"never cancelled"
-        time.sleep(0.002)
+    if not _wait_cancelled(ctx):
+        return b"never cancelled"
     _note_cancelled(key)
     return b"cancelled"
 
@@ -106,11 +113,8 @@ def host_after_cancel(payload, ctx):
     outcome under payload's key: b"HostError:<code>" or b"ok:..." (the pool must answer a
     host call of a cancelled call, or this thread would wait for ever)."""
     key = payload.decode()
-    end = time.monotonic() + _NEVER
-    while not ctx.cancelled():
-        if time.monotonic() > end:
-            return b"never cancelled"
-        time.sleep(0.002)
+    if not _wait_cancelled(ctx):
+        return b"never cancelled"
     outcome = _late_host_call(ctx, key)
     return outcome
 

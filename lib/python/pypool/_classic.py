@@ -163,8 +163,11 @@ class Worker(Replies, Streams):
             # (_boot.exit_now is os._exit), and a handler's os._exit still ends it on purpose.
             self._send_exception(request_id, exc)
             return
-        # The common reply, small bytes, as one frame in one write; anything else is checked
-        # and converted by _send_result.
+        self._reply(request_id, method, result, ctx)
+
+    def _reply(self, request_id, method, result, ctx):
+        """Sends a handler's result. The common one, small bytes, goes as one frame in one
+        write; anything else is checked and converted by _send_result."""
         if type(result) is bytes and len(result) <= self._small_reply_limit:
             self._send(_wire.ok_response(request_id, result))
         else:

@@ -236,10 +236,7 @@ class MuxWorker(MuxThreads, Worker):
             self._running_plain = None
             self._send_exception(request_id, exc)
             return
-        if type(result) is bytes and len(result) <= self._small_reply_limit:
-            self._send(_wire.ok_response(request_id, result))
-        else:
-            self._send_result(request_id, method, result, ctx)
+        self._reply(request_id, method, result, ctx)
         self._running_plain = None
 
     def _run_ready(self, call):
